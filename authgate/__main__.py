@@ -1,0 +1,5 @@
+import sys
+
+from authgate.cli import main
+
+sys.exit(main())

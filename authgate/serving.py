@@ -1,0 +1,90 @@
+"""Building and running the three server processes on uvloop."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvloop
+from aiohttp import web
+
+from authgate.bootstrap import start_core
+from credentials.runtime import CoreServices
+from management.app import add_management_routes
+from management.settings import ManagementSettings
+from proxy.app import add_health_routes, add_proxy_routes
+from proxy.settings import ProxySettings
+
+log = logging.getLogger("authgate")
+
+# Longer than the common load-balancer idle timeouts (60 s), so the balancer, not us,
+# closes idle keep-alive connections and never sends a request into a closing socket.
+KEEPALIVE_SECONDS = 61.0
+MAX_HEADER_FIELD = 64 * 1024
+
+
+def say(message: str) -> None:
+    print(f"authgate: {message}", file=sys.stderr, flush=True)
+
+
+async def build_serve_app(proxy: ProxySettings, management: ManagementSettings) -> web.Application:
+    core = await start_core(proxy.core, say)
+    app = _application(core)
+    add_proxy_routes(app, proxy, core)
+    add_management_routes(app, management, core)
+    add_health_routes(app, core)
+    return app
+
+
+async def build_proxy_app(proxy: ProxySettings) -> web.Application:
+    core = await start_core(proxy.core, say)
+    app = _application(core)
+    add_proxy_routes(app, proxy, core)
+    add_health_routes(app, core)
+    return app
+
+
+async def build_management_app(management: ManagementSettings) -> web.Application:
+    core = await start_core(management.core, say)
+    app = _application(core)
+    add_management_routes(app, management, core)
+    add_health_routes(app, core)
+    return app
+
+
+def run_serve(proxy: ProxySettings, management: ManagementSettings) -> None:
+    _run(build_serve_app(proxy, management), proxy.host, proxy.port, "serve")
+
+
+def run_proxy(proxy: ProxySettings) -> None:
+    _run(build_proxy_app(proxy), proxy.host, proxy.port, "proxy")
+
+
+def run_management(management: ManagementSettings) -> None:
+    _run(build_management_app(management), management.host, management.port, "management")
+
+
+def _application(core: CoreServices) -> web.Application:
+    app = web.Application(handler_args={"max_field_size": MAX_HEADER_FIELD})
+
+    async def close_core(_: web.Application) -> None:
+        await core.close()
+
+    app.on_cleanup.append(close_core)
+    return app
+
+
+def _run(app: object, host: str, port: int, role: str) -> None:
+    def announce(*_: object) -> None:
+        # aiohttp calls this once the socket is listening; tools wait for this line.
+        say(f"{role} ready on http://{host}:{port}")
+
+    web.run_app(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop=uvloop.new_event_loop(),
+        access_log=None,
+        print=announce,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+    )

@@ -1,0 +1,78 @@
+"""The control plane: Nango's management REST API as a lightweight aiohttp application.
+
+One middleware does what every route needs: Nango's Content-Type gate, secret-key
+authentication (the key picks the environment), and turning errors into envelopes.
+Routes read the parsed JSON body and the environment from the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from credentials.models import Environment
+from credentials.runtime import CoreServices
+from credentials.secret_keys import AUTH_ERROR_MESSAGES, parse_bearer
+from management.errors import ApiError, AuthenticationFailed, error_response
+from management.request_context import CORE, ENVIRONMENT, SETTINGS
+from management.routes import connections, integrations
+from management.settings import ManagementSettings
+
+log = logging.getLogger("authgate.management")
+
+
+_PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_management_routes(
+    app: web.Application, settings: ManagementSettings, core: CoreServices
+) -> None:
+    app[CORE] = core
+    app[SETTINGS] = settings
+    app.middlewares.append(management_middleware)
+    integrations.add_routes(app.router)
+    connections.add_routes(app.router)
+
+
+@web.middleware
+async def management_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/proxy") or request.path in _PUBLIC_PATHS:
+        return await handler(request)
+    try:
+        _check_content_type(request)
+        request[ENVIRONMENT] = await _authenticate(request)
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected management failure", extra={"path": request.path})
+        return error_response(ApiError(500, "server_error", "Internal error"))
+
+
+def _check_content_type(request: web.Request) -> None:
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None and not content_type.startswith("application/json"):
+        raise ApiError(415, "invalid_content_type", "Content-Type header must be application/json")
+
+
+async def _authenticate(request: web.Request) -> Environment:
+    parsed = parse_bearer(request.headers.get("Authorization"))
+    if parsed.error is not None:
+        raise AuthenticationFailed(401, parsed.error, AUTH_ERROR_MESSAGES[parsed.error])
+    assert parsed.key is not None
+    environment = await request.app[CORE].keys.environment_for(parsed.key)
+    if environment is None:
+        raise AuthenticationFailed(401, "unknown_account", AUTH_ERROR_MESSAGES["unknown_account"])
+    return environment
+
+
+def create_management_app(settings: ManagementSettings, core: CoreServices) -> web.Application:
+    app = web.Application()
+    add_management_routes(app, settings, core)
+    return app

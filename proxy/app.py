@@ -1,0 +1,63 @@
+"""The data-plane application: `/proxy/*`, `/health`, `/ready`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+from aiohttp import web
+
+from credentials.runtime import CoreServices
+from proxy.handler import proxy_handler
+from proxy.pipeline import PipelineDeps, build_pipeline
+from proxy.settings import ProxySettings
+from proxy.targets import TargetCache
+from proxy.upstream import Upstream
+
+CORE = web.AppKey("core", CoreServices)
+TARGETS = web.AppKey("targets", TargetCache)
+
+
+def add_proxy_routes(app: web.Application, settings: ProxySettings, core: CoreServices) -> None:
+    targets = TargetCache(core.store, core.catalogue, ttl=settings.cache_ttl)
+    core.store.subscribe(targets.on_change)
+    upstream = Upstream(settings)
+    app[TARGETS] = targets
+    app.cleanup_ctx.append(_upstream_lifetime(upstream))
+    pipeline = build_pipeline(PipelineDeps(settings, core.keys, targets, upstream))
+    app.router.add_route("*", "/proxy{tail:.*}", proxy_handler(pipeline))
+
+
+def add_health_routes(app: web.Application, core: CoreServices) -> None:
+    app[CORE] = core
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+
+
+def create_proxy_app(settings: ProxySettings, core: CoreServices) -> web.Application:
+    app = web.Application(handler_args={"max_field_size": 65536})
+    add_proxy_routes(app, settings, core)
+    add_health_routes(app, core)
+    return app
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    is_ready, checks = await request.app[CORE].readiness()
+    return _json(200 if is_ready else 503, {"ready": is_ready, "checks": checks})
+
+
+def _json(status: int, body: object) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _upstream_lifetime(upstream: Upstream) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await upstream.start()
+        yield
+        await upstream.close()
+
+    return lifetime

@@ -1,0 +1,91 @@
+"""What a proxied request carries through the pipeline.
+
+The inbound `web.Request` is never modified; each stage fills in the part of the
+context it owns (environment, params, target, outbound url and headers), and the
+terminal stage records the outcome the log line reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from credentials.injectors import Injection
+from credentials.models import Connection, Environment, Integration, Provider, RetryRules
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyParams:
+    """The Nango control headers, validated."""
+
+    connection_id: str
+    provider_config_key: str
+    base_url_override: str | None = None
+    retries: int = 0
+    retry_on: frozenset[int] = frozenset()
+    decompress: bool = False
+    forward_headers_on_redirect: bool | None = None
+    activity_log_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One connection, ready to call: computed once per cache fill, never per request.
+
+    `base_url` is None when the provider's template could not be resolved; then
+    `base_url_problem` says why, and only a `Base-Url-Override` can serve the call.
+    """
+
+    connection: Connection
+    integration: Integration
+    provider: Provider
+    injection: Injection
+    base_url: str | None
+    base_url_problem: str | None
+    retry_rules: RetryRules
+    forward_headers_on_redirect: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened upstream, for the one log line per request."""
+
+    status: int = 0
+    upstream_host: str = ""
+    upstream_seconds: float = 0.0
+    retries: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error_code: str | None = None
+    responded_at: float = 0.0
+
+
+@dataclass(slots=True)
+class ProxyContext:
+    request: web.Request
+    request_id: str
+    started: float
+    environment: Environment | None = None
+    params: ProxyParams | None = None
+    target: Target | None = None
+    url: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    injected_header_names: frozenset[str] = frozenset()
+    outcome: Outcome = field(default_factory=Outcome)
+
+    # Stages run in a fixed order, so a missing value here is a pipeline bug, not input.
+    @property
+    def env(self) -> Environment:
+        assert self.environment is not None, "authenticate runs before this stage"
+        return self.environment
+
+    @property
+    def control(self) -> ProxyParams:
+        assert self.params is not None, "parse runs before this stage"
+        return self.params
+
+    @property
+    def resolved(self) -> Target:
+        assert self.target is not None, "resolve runs before this stage"
+        return self.target

@@ -1,0 +1,57 @@
+"""The proxy pipeline: every proxied request goes through this one ordered list.
+
+Each stage has the same shape as an aiohttp middleware: it gets the context and the
+rest of the pipeline, and either answers by raising a `ProxyError` or awaits `next`.
+The terminal stage (`forward`) is added here, never by a caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from credentials.keys import SecretKeyResolver
+from proxy.context import ProxyContext
+from proxy.pipeline_types import Next, Stage
+from proxy.settings import ProxySettings
+from proxy.stages.authenticate import authenticate
+from proxy.stages.forward import forward
+from proxy.stages.inject import inject
+from proxy.stages.parse import parse
+from proxy.stages.resolve import resolve
+from proxy.targets import TargetCache
+from proxy.upstream import Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineDeps:
+    settings: ProxySettings
+    keys: SecretKeyResolver
+    targets: TargetCache
+    upstream: Upstream
+
+
+def build_pipeline(deps: PipelineDeps) -> Next:
+    stages: list[Stage] = [
+        authenticate(deps.keys),
+        parse(),
+        resolve(deps.targets, allow_private=deps.settings.allow_private_upstreams),
+        inject(),
+    ]
+    return chain(stages, forward(deps.upstream, deps.settings))
+
+
+def chain(stages: Sequence[Stage], terminal: Next) -> Next:
+    handler = terminal
+    for stage in reversed(stages):
+        handler = _bind(stage, handler)
+    return handler
+
+
+def _bind(stage: Stage, following: Next) -> Next:
+    async def run(ctx: ProxyContext) -> web.StreamResponse:
+        return await stage(ctx, following)
+
+    return run

@@ -1,0 +1,160 @@
+"""The terminal stage: call the provider, retry what may be retried, stream the answer back.
+
+Retries follow the caller's `Retries`/`Retry-On` and the provider's rules, wait with
+jittered backoff or as `Retry-After` says, and never pass the request deadline. A body
+that was streamed through cannot be sent twice, so such a request is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import aiohttp
+from aiohttp import web
+
+from proxy.bodies import RequestBody, read_body
+from proxy.context import ProxyContext
+from proxy.errors import OutboundRefused, UpstreamTimeout, UpstreamUnreachable
+from proxy.outbound import OutboundBlocked, check_url
+from proxy.pipeline_types import Next
+from proxy.redirects import MAX_REDIRECTS, next_hop
+from proxy.retry import RetryPolicy, decide
+from proxy.settings import ProxySettings
+from proxy.streaming import stream_back
+from proxy.upstream import Upstream, UpstreamRequest
+
+
+def forward(upstream: Upstream, settings: ProxySettings, rng: random.Random | None = None) -> Next:
+    jitter = rng or random.Random()
+
+    async def terminal(ctx: ProxyContext) -> web.StreamResponse:
+        body = await read_body(
+            ctx.request,
+            limit=settings.max_body_bytes,
+            replay_buffer=settings.replay_buffer_bytes,
+        )
+        deadline = asyncio.get_running_loop().time() + settings.total_timeout
+        exchange = _Exchange(ctx, upstream, body, deadline, settings.allow_private_upstreams)
+        response = await _with_retries(ctx, exchange, _policy(ctx, settings, body), jitter)
+        return await stream_back(ctx, response, decompressed=ctx.control.decompress)
+
+    return terminal
+
+
+def _policy(ctx: ProxyContext, settings: ProxySettings, body: RequestBody) -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=ctx.control.retries if body.replayable else 0,
+        retry_on=ctx.control.retry_on,
+        rules=ctx.resolved.retry_rules,
+        max_delay=settings.retry_max_delay,
+    )
+
+
+async def _with_retries(
+    ctx: ProxyContext, exchange: _Exchange, policy: RetryPolicy, rng: random.Random
+) -> aiohttp.ClientResponse:
+    loop = asyncio.get_running_loop()
+    attempt = 0
+    while True:
+        started = loop.time()
+        response: aiohttp.ClientResponse | None = None
+        failure: UpstreamTimeout | UpstreamUnreachable | None = None
+        try:
+            response = await exchange.run()
+        except (UpstreamTimeout, UpstreamUnreachable) as error:
+            failure = error
+        ctx.outcome.upstream_seconds += loop.time() - started
+        decision = decide(
+            policy,
+            attempt,
+            response.status if response is not None else None,
+            response.headers if response is not None else None,
+            remaining=exchange.deadline - loop.time(),
+            now=time.time(),
+            rng=rng,
+        )
+        if not decision.retry:
+            if response is None:
+                assert failure is not None
+                raise failure
+            return response
+        if response is not None:
+            response.release()
+        await asyncio.sleep(decision.delay)
+        attempt += 1
+        ctx.outcome.retries = attempt
+
+
+class _Exchange:
+    """One attempt: the request plus any redirects the provider answers with."""
+
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        upstream: Upstream,
+        body: RequestBody,
+        deadline: float,
+        allow_private: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.upstream = upstream
+        self.body = body
+        self.deadline = deadline
+        self.allow_private = allow_private
+        self.forward_credentials = _forward_credentials(ctx)
+
+    async def run(self) -> aiohttp.ClientResponse:
+        request = self._first_request()
+        for hops in range(MAX_REDIRECTS + 1):
+            self.ctx.outcome.upstream_host = _host(request.url)
+            response = await self.upstream.send(
+                request, deadline=self.deadline, decompress=self.ctx.control.decompress
+            )
+            following = self._follow(request, response) if hops < MAX_REDIRECTS else None
+            if following is None:
+                return response
+            response.release()
+            request = following
+        raise AssertionError("the loop returns on its last hop")
+
+    def _first_request(self) -> UpstreamRequest:
+        headers = self.ctx.headers
+        if self.body.data is not None and self.body.length is not None:
+            headers = [*headers, ("Content-Length", str(self.body.length))]
+        return UpstreamRequest(self.ctx.request.method, self.ctx.url, headers, self.body.data)
+
+    def _follow(
+        self, request: UpstreamRequest, response: aiohttp.ClientResponse
+    ) -> UpstreamRequest | None:
+        hop = next_hop(
+            method=request.method,
+            url=request.url,
+            status=response.status,
+            location=response.headers.get("Location"),
+            headers=request.headers,
+            injected=self.ctx.injected_header_names,
+            forward_credentials=self.forward_credentials,
+        )
+        if hop is None or (hop.keep_body and not self.body.replayable):
+            return None
+        try:
+            check_url(hop.url, allow_private=self.allow_private)
+        except OutboundBlocked as blocked:
+            response.release()
+            raise OutboundRefused.blocked(blocked.host, blocked.reason) from None
+        return UpstreamRequest(
+            hop.method, hop.url, hop.headers, request.body if hop.keep_body else None
+        )
+
+
+def _forward_credentials(ctx: ProxyContext) -> bool:
+    asked = ctx.control.forward_headers_on_redirect
+    return ctx.resolved.forward_headers_on_redirect if asked is None else asked
+
+
+def _host(url: str) -> str:
+    authority = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    # Userinfo can hold credentials; it never goes into a log line.
+    return authority.rsplit("@", 1)[-1]

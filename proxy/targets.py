@@ -1,0 +1,110 @@
+"""Connection → `Target`: everything the proxy needs per connection, cached in process.
+
+All per-connection work (decryption, base URL interpolation, credential header blocks)
+happens here on a cache fill, so a warm request does no store query and no template work.
+Concurrent misses for one connection share a single store read.
+"""
+
+from __future__ import annotations
+
+from credentials.cache import LocalCache
+from credentials.injectors import UnsupportedAuth, build_injection
+from credentials.models import Connection, Integration, Provider, RetryRules
+from credentials.providers import Catalogue
+from credentials.single_flight import SingleFlight
+from credentials.store import ChangeEvent, CredentialsUnreadable, SqlStore
+from credentials.templates import UnresolvedTemplate, resolve_base_url, template_values
+from proxy import compat
+from proxy.context import Target
+from proxy.errors import InvalidCredentials, ProviderConfigError, UnknownConnection
+
+TargetKey = tuple[int, str, str]
+
+
+class TargetCache:
+    def __init__(self, store: SqlStore, catalogue: Catalogue, *, ttl: float) -> None:
+        self._store = store
+        self._catalogue = catalogue
+        self._cache: LocalCache[TargetKey, Target] = LocalCache(ttl)
+        self._loads: SingleFlight[TargetKey, Target] = SingleFlight("target-load")
+
+    async def get(
+        self, environment_id: int, provider_config_key: str, connection_id: str
+    ) -> Target:
+        key = (environment_id, provider_config_key, connection_id)
+        target = self._cache.get(key)
+        if target is None:
+            target = await self._loads.do(key, lambda: self._load(key))
+        return target
+
+    def on_change(self, event: ChangeEvent) -> None:
+        if event.kind == "connection" and event.provider_config_key and event.connection_id:
+            self._cache.discard(
+                (event.environment_id, event.provider_config_key, event.connection_id)
+            )
+        else:
+            # Integration, key and environment changes are rare: drop the whole tenant.
+            self._cache.discard_matching(lambda key: key[0] == event.environment_id)
+
+    async def _load(self, key: TargetKey) -> Target:
+        environment_id, provider_config_key, connection_id = key
+        integration = await self._store.get_integration(environment_id, provider_config_key)
+        if integration is None:
+            raise UnknownConnection(connection_id, provider_config_key)
+        try:
+            connection = await self._store.get_connection(
+                environment_id, provider_config_key, connection_id
+            )
+        except CredentialsUnreadable:
+            raise InvalidCredentials(
+                f"The stored credentials of connection {connection_id} cannot be decrypted"
+            ) from None
+        if connection is None:
+            raise UnknownConnection(connection_id, provider_config_key)
+        target = build_target(connection, integration, self._provider(integration))
+        self._cache.put(key, target)
+        return target
+
+    def _provider(self, integration: Integration) -> Provider:
+        provider = self._catalogue.get(integration.provider)
+        if provider is None:
+            raise ProviderConfigError(
+                f"Provider {integration.provider!r} is not in the catalogue",
+                code=compat.UNKNOWN_PROVIDER,
+            )
+        return provider
+
+
+def build_target(connection: Connection, integration: Integration, provider: Provider) -> Target:
+    try:
+        injection = build_injection(connection, provider, integration)
+    except UnsupportedAuth as problem:
+        raise ProviderConfigError(str(problem), code=compat.UNSUPPORTED_AUTH) from None
+    base_url, base_url_problem = _base_url(connection, integration, provider)
+    proxy = provider.proxy
+    return Target(
+        connection=connection,
+        integration=integration,
+        provider=provider,
+        injection=injection,
+        base_url=base_url,
+        base_url_problem=base_url_problem,
+        retry_rules=proxy.retry if proxy else RetryRules(),
+        forward_headers_on_redirect=proxy.forward_headers_on_redirect if proxy else False,
+    )
+
+
+def _base_url(
+    connection: Connection, integration: Integration, provider: Provider
+) -> tuple[str | None, str | None]:
+    template = provider.proxy.base_url if provider.proxy else None
+    if not template:
+        return None, f"Provider {provider.name!r} has no proxy base URL; send Base-Url-Override"
+    try:
+        return resolve_base_url(template, template_values(connection, integration)), None
+    except UnresolvedTemplate as unresolved:
+        missing = ", ".join(unresolved.missing)
+        return None, (
+            f"The base URL of provider {provider.name!r} needs {missing} "
+            f"in the connection_config of connection {connection.connection_id}"
+        )

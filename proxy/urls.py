@@ -1,0 +1,168 @@
+"""URL building for the upstream call, treating path and query as opaque bytes.
+
+The caller's request target reaches the provider byte for byte: no decoding, no
+re-encoding, no dot-segment removal, repeated query keys and their order kept (a classic
+proxy bug is to round-trip the query through a dict). The only bytes ever changed are
+those that cannot appear in an HTTP/1.1 request line at all (see :func:`request_url`).
+
+Known limit: yarl cannot represent an empty query, so ``/path?`` goes upstream as
+``/path``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from urllib.parse import quote, unquote_plus
+
+from yarl import URL
+
+_PREFIX = "/proxy"
+_PREFIX_LEN = len(_PREFIX)
+
+
+def endpoint_from_target(raw_target: str) -> str:
+    """The upstream endpoint (path + query) from the raw request target of a proxy call.
+
+    ``/proxy`` and at most one following ``/`` become ``/``: ``/proxy/users?x=1`` ->
+    ``/users?x=1``, ``/proxy`` and ``/proxy/`` -> ``/``, ``/proxy?x=1`` -> ``/?x=1``,
+    ``/proxy//a`` -> ``//a``. Percent-encoding is left untouched. The absolute form
+    (``http://host/proxy/x``, RFC 9112 §3.2.2, which aiohttp reports as the raw path) is
+    reduced to its origin form first. Raises ValueError for a target outside ``/proxy``.
+    """
+    target = raw_target
+    if not target.startswith("/"):
+        target = _origin_form(target)
+    if not target.startswith(_PREFIX):
+        raise ValueError(f"request target is not under {_PREFIX}")
+    rest = target[_PREFIX_LEN:]
+    if not rest:
+        return "/"
+    first = rest[0]
+    if first == "/":
+        return rest
+    if first == "?":
+        return "/" + rest
+    raise ValueError(f"request target is not under {_PREFIX}")
+
+
+def _origin_form(target: str) -> str:
+    scheme_end = target.find("://")
+    if scheme_end < 0:
+        raise ValueError("request target is neither origin nor absolute form")
+    authority_start = scheme_end + 3
+    for i in range(authority_start, len(target)):
+        ch = target[i]
+        if ch == "/":
+            return target[i:]
+        if ch == "?":
+            return "/" + target[i:]
+    return "/"
+
+
+def join_url(base: str, endpoint: str) -> str:
+    """``base`` + ``/`` + ``endpoint``, keeping the endpoint's bytes as they are.
+
+    One trailing ``/`` of the base and every leading ``/`` of the endpoint go. An endpoint
+    that repeats the base (a caller passing an absolute URL) loses that copy when it is
+    followed by the end, ``/``, ``?`` or ``#``. No slash is added for an empty endpoint.
+    Trailing slashes, interior ``//`` and the raw query are kept exactly.
+    """
+    if base.endswith("/"):
+        base = base[:-1]
+    endpoint = endpoint.lstrip("/")
+    if base and endpoint.startswith(base):
+        rest = endpoint[len(base) :]
+        if not rest or rest[0] in "/?#":
+            endpoint = rest.lstrip("/")
+    if not endpoint:
+        return base
+    return f"{base}/{endpoint}"
+
+
+def add_query(url: str, params: Sequence[tuple[str, str]]) -> str:
+    """``url`` with each ``(name, value)`` set in its query, the rest left byte for byte.
+
+    Set semantics (as URLSearchParams.set): the first existing parameter of that name
+    takes the new value in place, later ones of that name are removed, otherwise the
+    parameter is appended. Existing names are compared decoded (``api%5Fkey`` is
+    ``api_key``); the added name and value are percent-encoded (everything but RFC 3986
+    unreserved characters). Unlike Nango, the caller's other parameters are not
+    re-serialised.
+    """
+    if not params:
+        return url
+    head, hash_mark, fragment = url.partition("#")
+    path, _, query = head.partition("?")
+    parts = query.split("&") if query else []
+    for name, value in params:
+        encoded = f"{quote(name, safe='')}={quote(value, safe='')}"
+        found = False
+        kept: list[str] = []
+        for part in parts:
+            if _param_name(part) == name:
+                if found:
+                    continue
+                found = True
+                kept.append(encoded)
+            else:
+                kept.append(part)
+        if not found:
+            kept.append(encoded)
+        parts = kept
+    return f"{path}?{'&'.join(parts)}{hash_mark}{fragment}"
+
+
+def _param_name(part: str) -> str:
+    name = part.partition("=")[0]
+    if "%" in name or "+" in name:
+        # application/x-www-form-urlencoded names: '+' is a space (WHATWG URL §5.1).
+        return unquote_plus(name)
+    return name
+
+
+def path_for_log(endpoint: str) -> str:
+    """The endpoint without its query or fragment: query values often carry secrets
+    (api keys, signatures), paths rarely do."""
+    end = len(endpoint)
+    for mark in "?#":
+        i = endpoint.find(mark, 0, end)
+        if i >= 0:
+            end = i
+    return endpoint[:end]
+
+
+# Bytes that can never appear raw in an HTTP/1.1 request line: controls, space, DEL,
+# and anything outside ASCII (RFC 9112 §3.2; RFC 3986 §2.1 says how to escape them).
+# Everything else, including characters that RFC 3986 would escape but that servers
+# accept and callers send (`|`, `{`, `"`, `[`), is left exactly as given.
+_NOT_ON_THE_WIRE = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
+
+
+def request_url(url: str) -> URL:
+    """The yarl URL to hand to aiohttp so it sends path and query exactly as in ``url``.
+
+    ``URL(url, encoded=True)`` keeps the path and query as they are (no requoting, no
+    ``..`` removal); aiohttp writes ``raw_path_qs`` into the request line. A URL that
+    holds bytes an HTTP request line cannot carry first gets just those percent-encoded
+    (UTF-8), and a non-ASCII host is IDNA-encoded; yarl would otherwise drop CR/LF/TAB
+    silently and send spaces raw, which breaks the request line.
+    """
+    if _NOT_ON_THE_WIRE.search(url) is None:
+        return URL(url, encoded=True)
+    scheme_end = url.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    path_start = len(url)
+    for mark in "/?#":
+        i = url.find(mark, start)
+        if 0 <= i < path_start:
+            path_start = i
+    origin, rest = url[:path_start], url[path_start:]
+    if not origin.isascii():
+        origin = str(URL(origin))
+    rest = _NOT_ON_THE_WIRE.sub(_escape, rest)
+    return URL(origin + rest, encoded=True)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
