@@ -2,17 +2,24 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck unit bench clean
+.PHONY: install install-dev run test check lint typecheck unit bench clean
 
-install: $(STAMP)
+install: $(VENV)/.runtime
 
-$(STAMP): pyproject.toml
+install-dev: $(VENV)/.dev
+
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(VENV)/.runtime $@
 
 run: install
 	$(BIN)/authgate serve
@@ -21,17 +28,17 @@ test: check unit
 
 check: lint typecheck
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install
+typecheck: install-dev
 	$(BIN)/mypy
 
-unit: install
+unit: install-dev
 	$(BIN)/pytest -q
 
-bench: install
+bench: install-dev
 	$(BIN)/python -m loadtest.bench
 
 clean:

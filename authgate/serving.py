@@ -9,6 +9,7 @@ import uvloop
 from aiohttp import web
 
 from authgate.bootstrap import start_core
+from credentials.config import CoreSettings
 from credentials.runtime import CoreServices
 from management.app import add_management_routes
 from management.settings import ManagementSettings
@@ -28,26 +29,29 @@ def say(message: str) -> None:
 
 
 async def build_serve_app(proxy: ProxySettings, management: ManagementSettings) -> web.Application:
-    core = await start_core(proxy.core, say)
-    app = _application(core)
-    add_proxy_routes(app, proxy, core)
-    add_management_routes(app, management, core)
-    add_health_routes(app, core)
-    return app
+    return await _build(proxy.core, proxy=proxy, management=management)
 
 
 async def build_proxy_app(proxy: ProxySettings) -> web.Application:
-    core = await start_core(proxy.core, say)
-    app = _application(core)
-    add_proxy_routes(app, proxy, core)
-    add_health_routes(app, core)
-    return app
+    return await _build(proxy.core, proxy=proxy)
 
 
 async def build_management_app(management: ManagementSettings) -> web.Application:
-    core = await start_core(management.core, say)
+    return await _build(management.core, management=management)
+
+
+async def _build(
+    core_settings: CoreSettings,
+    *,
+    proxy: ProxySettings | None = None,
+    management: ManagementSettings | None = None,
+) -> web.Application:
+    core = await start_core(core_settings, say)
     app = _application(core)
-    add_management_routes(app, management, core)
+    if proxy is not None:
+        add_proxy_routes(app, proxy, core)
+    if management is not None:
+        add_management_routes(app, management, core)
     add_health_routes(app, core)
     return app
 

@@ -36,6 +36,7 @@ from typing import Final
 
 from loadtest.processes import BenchError, find_tool, group_cpu_seconds, tool_version
 from loadtest.targets import (
+    BODIES,
     Target,
     default_authgate_command,
     start_authgate,
@@ -45,7 +46,7 @@ from loadtest.targets import (
 )
 from loadtest.wrk import run_wrk
 
-SIZES: Final = ("small", "big")
+SIZES: Final = tuple(BODIES)  # small, big
 PROXIES: Final = ("nginx", "authgate")
 RATIOS: Final = (("authgate", "direct"), ("authgate", "nginx"), ("nginx", "direct"))
 RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
@@ -53,6 +54,8 @@ RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
 
 @dataclass(frozen=True)
 class Settings:
+    """How long and how hard each path is loaded."""
+
     duration: int
     warmup: int
     connections: int
@@ -297,9 +300,15 @@ def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Explicitly, because a shell starts background jobs with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         path = run(args)
     except BenchError as error:
@@ -316,4 +325,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_signal_handlers()
     sys.exit(main())

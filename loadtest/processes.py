@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import NamedTuple
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -29,16 +30,22 @@ def child_process(
     The group gets SIGTERM, then SIGKILL if the leader has not exited after ``grace``
     seconds; output goes to ``log``.
     """
-    with log.open("wb") as out:
-        # A new session keeps the terminal's Ctrl-C away from the child, so that stopping
-        # happens once, here, and reaches every process the child forked.
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with log.open("wb") as out:
+            # A new session keeps the terminal's Ctrl-C away from the child, so that
+            # stopping happens once, here, and reaches every process the child forked.
+            proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         yield proc
     finally:
-        stop_process_group(proc, grace)
+        if proc is not None:
+            stop_process_group(proc, grace)
+        else:
+            # An interrupt (Ctrl-C, SIGTERM) that lands inside Popen after the fork leaves
+            # a child that no Popen object holds.
+            stop_stray_children()
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
@@ -120,21 +127,37 @@ def wait_until_up(
 # --- CPU accounting ----------------------------------------------------------------------
 
 
-def parse_proc_stat(text: str) -> tuple[int, int]:
-    """``/proc/<pid>/stat`` -> (process group id, utime + stime in clock ticks)."""
+class ProcStat(NamedTuple):
+    ppid: int
+    pgrp: int
+    cpu_ticks: int  # user + system
+
+
+def parse_proc_stat(text: str) -> ProcStat:
+    """Read the fields we use from the text of ``/proc/<pid>/stat``."""
     # The command name (field 2) may contain spaces and parentheses; fields after the last
     # ")" are fixed: state, ppid, pgrp, ..., utime (14th overall), stime (15th), see proc(5).
     fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[2]), int(fields[11]) + int(fields[12])
+    return ProcStat(int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12]))
+
+
+def _proc_stats() -> Iterator[tuple[int, ProcStat]]:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            yield int(stat.parent.name), parse_proc_stat(stat.read_text())
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we were looking
 
 
 def group_cpu_seconds(pgid: int) -> float:
     """CPU time used so far by every live process in the group (nginx master + workers)."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            group, used = parse_proc_stat(stat.read_text())
-        except (OSError, ValueError, IndexError):
-            continue  # the process ended while we were looking
-        ticks += used if group == pgid else 0
+    ticks = sum(stat.cpu_ticks for _, stat in _proc_stats() if stat.pgrp == pgid)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def stop_stray_children() -> None:
+    """SIGKILL the group of every child of ours that leads its own group."""
+    me = os.getpid()
+    for pid, stat in _proc_stats():
+        if stat.ppid == me and stat.pgrp == pid:
+            _signal_group(pid, signal.SIGKILL)

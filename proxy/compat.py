@@ -22,7 +22,7 @@ FORWARD_HEADERS_ON_REDIRECT: Final = "Forward-Headers-On-Redirect"
 
 # Headers authgate adds to its own answers.
 ERROR_HEADER: Final = "X-Authgate-Error"
-REQUEST_ID_HEADER: Final = "X-Request-Id"
+REQUEST_ID_HEADER: Final = "X-Authgate-Request-Id"
 
 MAX_HEADER_VALUE: Final = 255
 MAX_RETRIES: Final = 10
@@ -45,6 +45,7 @@ UPSTREAM_TIMEOUT: Final = "upstream_timeout"
 UPSTREAM_UNREACHABLE: Final = "upstream_unreachable"
 SERVICE_UNAVAILABLE: Final = "service_unavailable"
 SERVER_ERROR: Final = "server_error"
+INVALID_REQUEST: Final = "invalid_request"
 
 
 def unknown_connection_message(connection_id: str, provider_config_key: str) -> str:

@@ -7,6 +7,7 @@
      ├── InvalidCredentials         401  stored credentials cannot be used
      ├── ProviderConfigError        400  provider/base URL/auth mode cannot serve the call
      ├── OutboundRefused            400  the upstream address is refused by the SSRF policy
+     ├── InvalidUpstreamRequest     400  the request cannot be put on the wire as built
      ├── PayloadTooLarge            413  request body over the configured limit
      ├── UpstreamTimeout            504  connect, first byte or total deadline passed
      └── UpstreamUnreachable        502  the provider could not be reached
@@ -95,6 +96,11 @@ class OutboundRefused(ProxyError):
             f"The upstream host {host} is not allowed ({reason}); loopback and private "
             "addresses need AUTHGATE_ALLOW_PRIVATE_UPSTREAMS=true"
         )
+
+
+class InvalidUpstreamRequest(ProxyError):
+    status = 400
+    code = compat.INVALID_REQUEST
 
 
 class PayloadTooLarge(ProxyError):

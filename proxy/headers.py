@@ -49,6 +49,7 @@ _PREFIX_LEN = len(FORWARD_PREFIX)
 # representation and therefore travel upstream (Nango drops them; we forward them, see
 # DESIGN.md "do better"). Everything else the caller sends is about talking to *us*.
 PASS_THROUGH: frozenset[str] = frozenset({"content-type", "content-encoding", "accept"})
+CALLER_DEFAULTS: frozenset[str] = frozenset({"accept"})
 
 # Never sent upstream, not even through the prefix: framing and routing belong to the
 # HTTP client, and letting a caller set them is request smuggling (RFC 9112 §6.3, §11.2).
@@ -64,6 +65,34 @@ def forwarded_request_headers(incoming: Iterable[Header]) -> list[Header]:
     replaces every plain header of that name, and the last one of a name wins. Anything
     else (control headers, Authorization, Host, Cookie, X-Forwarded-*, ...) is dropped.
     """
+    plain, prefixed = _caller_headers(incoming)
+    out = [header for lower, header in plain if lower not in prefixed]
+    out.extend(prefixed.values())
+    return out
+
+
+def caller_header_layers(incoming: Iterable[Header]) -> tuple[list[Header], list[Header]]:
+    """The caller's upstream headers as two layers around the injected ones.
+
+    A plain ``Accept`` is only a default: clients send one on every request (curl's
+    ``*/*``, axios' ``application/json, text/plain, */*``), and it must not hide a media
+    type the provider requires (GitHub's ``application/vnd.github+json``). The body's own
+    description (``Content-Type``, ``Content-Encoding``) and every ``Nango-Proxy-`` header
+    override what is injected. Returns ``(defaults, overrides)``.
+    """
+    plain, prefixed = _caller_headers(incoming)
+    defaults: list[Header] = []
+    overrides: list[Header] = []
+    for lower, header in plain:
+        if lower not in prefixed:
+            (defaults if lower in CALLER_DEFAULTS else overrides).append(header)
+    overrides.extend(prefixed.values())
+    return defaults, overrides
+
+
+def _caller_headers(
+    incoming: Iterable[Header],
+) -> tuple[list[tuple[str, Header]], dict[str, Header]]:
     plain: list[tuple[str, Header]] = []
     prefixed: dict[str, Header] = {}
     for name, value in incoming:
@@ -76,9 +105,7 @@ def forwarded_request_headers(incoming: Iterable[Header]) -> list[Header]:
                 prefixed[target] = (name[_PREFIX_LEN:], value)
         elif value and lower in PASS_THROUGH:
             plain.append((lower, (name, value)))
-    out = [header for lower, header in plain if lower not in prefixed]
-    out.extend(prefixed.values())
-    return out
+    return plain, prefixed
 
 
 def apply_overrides(base: Iterable[Header], overrides: Iterable[Header]) -> list[Header]:

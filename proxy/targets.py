@@ -48,16 +48,17 @@ class TargetCache:
 
     async def _load(self, key: TargetKey) -> Target:
         environment_id, provider_config_key, connection_id = key
-        integration = await self._store.get_integration(environment_id, provider_config_key)
-        if integration is None:
-            raise UnknownConnection(connection_id, provider_config_key)
         try:
+            integration = await self._store.get_integration(environment_id, provider_config_key)
+            if integration is None:
+                raise UnknownConnection(connection_id, provider_config_key)
             connection = await self._store.get_connection(
                 environment_id, provider_config_key, connection_id
             )
         except CredentialsUnreadable:
             raise InvalidCredentials(
-                f"The stored credentials of connection {connection_id} cannot be decrypted"
+                f"The stored credentials of connection {connection_id} cannot be decrypted "
+                "with the configured AUTHGATE_ENCRYPTION_KEY"
             ) from None
         if connection is None:
             raise UnknownConnection(connection_id, provider_config_key)

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from proxy.errors import OutboundRefused, ProxyError, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import (
+    InvalidUpstreamRequest,
+    OutboundRefused,
+    ProxyError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from proxy.outbound import GuardedResolver, OutboundBlocked
 from proxy.settings import ProxySettings
 from proxy.urls import request_url
@@ -100,6 +106,10 @@ def translate_errors() -> Iterator[None]:
         raise UpstreamUnreachable(
             f"Could not connect to the provider: {failure.strerror}"
         ) from failure
+    except ValueError as invalid:
+        # aiohttp refuses requests it cannot put on the wire (e.g. credentials in the URL
+        # next to an Authorization header); that is the request's fault, not the provider's.
+        raise InvalidUpstreamRequest(f"The upstream request is invalid: {invalid}") from invalid
     except (aiohttp.ClientError, OSError) as failure:
         raise UpstreamUnreachable(
             f"The connection to the provider failed: {type(failure).__name__}"

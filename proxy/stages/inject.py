@@ -2,8 +2,9 @@
 
 Sanitise first, inject second: the caller's control headers and its own Authorization
 are dropped before the connection's credential headers are laid in, so nothing the
-caller sends can strip what is injected; only an explicit `Nango-Proxy-` header can
-override an injected one (Nango's documented precedence).
+caller sends can strip what is injected. Layers, lowest first: the caller's plain
+`Accept`; the injected credential and provider headers; the caller's body description
+and its `Nango-Proxy-` headers (so `Nango-Proxy-Authorization` can override, as in Nango).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from aiohttp import web
 from credentials.injectors import render_dynamic
 from credentials.templates import request_values
 from proxy.context import ProxyContext
-from proxy.headers import apply_overrides, forwarded_request_headers
+from proxy.headers import apply_overrides, caller_header_layers
 from proxy.pipeline_types import Next, Stage
 from proxy.urls import endpoint_from_target
 
@@ -24,8 +25,8 @@ def inject() -> Stage:
         injected = injection.headers
         if injection.dynamic_headers:
             injected = render_dynamic(injection, _request_values(ctx))
-        caller = forwarded_request_headers(_decoded(ctx.request.raw_headers))
-        ctx.headers = apply_overrides(injected, caller)
+        defaults, overrides = caller_header_layers(_decoded(ctx.request.raw_headers))
+        ctx.headers = apply_overrides(apply_overrides(defaults, injected), overrides)
         ctx.injected_header_names = frozenset(name for name, _ in injected)
         return await following(ctx)
 

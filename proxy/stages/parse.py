@@ -97,6 +97,8 @@ def _absolute_url(value: str) -> str:
         raise ValueError("Invalid URL") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("Invalid URL: expected an absolute http(s) URL")
+    if url.user is not None or url.password is not None:
+        raise ValueError("Invalid URL: credentials in the URL are not allowed")
     return value
 
 

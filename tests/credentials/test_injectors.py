@@ -21,6 +21,7 @@ from credentials.injectors import (
 from credentials.models import Connection, Integration, Provider
 from credentials.providers import Catalogue, load_catalogue, parse_catalogue
 from credentials.templates import request_values
+from tests.factories import make_connection, make_integration
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 
@@ -39,32 +40,13 @@ def provider(catalogue: Catalogue, name: str) -> Provider:
 def connection(
     credentials: dict[str, Any], config: dict[str, Any] | None = None, name: str = "p"
 ) -> Connection:
-    return Connection(
-        id=1,
-        environment_id=1,
-        integration_id=1,
-        provider_config_key=name,
-        provider=name,
-        connection_id="conn-1",
-        credentials=credentials,
-        connection_config=config or {},
+    return make_connection(
+        credentials, provider=name, provider_config_key=name, connection_config=config or {}
     )
 
 
 def integration(credentials: dict[str, Any] | None) -> Integration:
-    now = datetime(2024, 1, 1, tzinfo=UTC)
-    return Integration(
-        id=1,
-        environment_id=1,
-        unique_key="p",
-        provider="p",
-        display_name=None,
-        forward_webhooks=False,
-        credentials=credentials,
-        custom=None,
-        created_at=now,
-        updated_at=now,
-    )
+    return make_integration(credentials, provider="p", unique_key="p")
 
 
 def custom_provider(proxy_yaml: str, auth_mode: str = "API_KEY") -> Provider:

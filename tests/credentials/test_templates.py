@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from credentials.models import Connection, Integration
 from credentials.templates import (
     UnresolvedTemplate,
     format_time,
@@ -21,6 +20,7 @@ from credentials.templates import (
     template_values,
     unresolved,
 )
+from tests.factories import make_connection, make_integration
 
 MOMENT = datetime(2024, 3, 5, 7, 8, 9, 123456, tzinfo=UTC)
 
@@ -324,35 +324,6 @@ def test_base_url_with_credentials_and_metadata() -> None:
 
 
 # --- template_values ---------------------------------------------------------------------
-
-
-def make_connection(credentials: dict[str, Any], **extra: Any) -> Connection:
-    return Connection(
-        id=1,
-        environment_id=1,
-        integration_id=1,
-        provider_config_key="my-key",
-        provider="github",
-        connection_id="conn-1",
-        credentials=credentials,
-        **extra,
-    )
-
-
-def make_integration(credentials: dict[str, Any] | None) -> Integration:
-    now = datetime(2024, 1, 1, tzinfo=UTC)
-    return Integration(
-        id=1,
-        environment_id=1,
-        unique_key="my-key",
-        provider="github",
-        display_name=None,
-        forward_webhooks=False,
-        credentials=credentials,
-        custom=None,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 def test_template_values_namespaces() -> None:

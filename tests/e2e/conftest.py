@@ -42,6 +42,7 @@ fake-api-key:
         headers:
             x-api-key: ${apiKey}
             x-tenant: ${connectionConfig.tenant}
+            accept: application/vnd.fake+json
         query:
             key: ${apiKey}
 fake-basic:

@@ -64,6 +64,30 @@ async def test_api_key_templates_header_and_query(authgate: Authgate) -> None:
     assert all("${" not in value for _, value in received.headers)
 
 
+async def test_provider_accept_beats_a_plain_accept_but_not_a_prefixed_one(
+    authgate: Authgate,
+) -> None:
+    await authgate.integration("keyed", "fake-api-key")
+    await authgate.connection("keyed", "conn-k", {"type": "API_KEY", "apiKey": "k-123"})
+    await authgate.proxy(
+        "GET",
+        "/proxy/a",
+        connection_id="conn-k",
+        provider_config_key="keyed",
+        headers={"Accept": "*/*", "Content-Type": "text/csv"},
+    )
+    assert authgate.provider.last().header("Accept") == "application/vnd.fake+json"
+    assert authgate.provider.last().header("Content-Type") == "text/csv"
+    await authgate.proxy(
+        "GET",
+        "/proxy/a",
+        connection_id="conn-k",
+        provider_config_key="keyed",
+        headers={"Nango-Proxy-Accept": "text/csv"},
+    )
+    assert authgate.provider.last().header("Accept") == "text/csv"
+
+
 async def test_basic_auth(authgate: Authgate) -> None:
     await authgate.integration("basic", "fake-basic")
     await authgate.connection(

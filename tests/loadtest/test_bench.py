@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +153,29 @@ def test_an_authgate_that_fails_to_start_aborts_the_run_cleanly(
     err = capsys.readouterr().err
     assert "bench aborted: authgate exited with 4" in err
     assert "boom" in err
+
+
+def test_sigterm_stops_the_run_and_every_child(nginx: str, tmp_path: Path) -> None:
+    # The stand-in authgate reports its pid through a FIFO and then never answers /health,
+    # so the bench is mid-start when it gets SIGTERM.
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    authgate = f"sh -c 'echo $$ > {fifo}; exec sleep 60'"
+    command = [sys.executable, "-m", "loadtest.bench", "--quick", "--authgate-cmd", authgate]
+    repo = Path(__file__).resolve().parents[2]
+    bench_proc = subprocess.Popen(command, cwd=repo, stderr=subprocess.PIPE, text=True)
+    try:
+        assert select.select([reader], [], [], 30)[0], "authgate was never started"
+        child = os.pidfd_open(int(os.read(reader, 32)))
+        bench_proc.send_signal(signal.SIGTERM)
+        _, err = bench_proc.communicate(timeout=30)
+        assert bench_proc.returncode == 128 + signal.SIGTERM
+        assert "bench terminated; child processes stopped" in err
+        assert select.select([child], [], [], 10)[0], "authgate outlived the bench"
+        os.close(child)
+    finally:
+        os.close(reader)
+        if bench_proc.poll() is None:
+            bench_proc.kill()
+            bench_proc.wait()

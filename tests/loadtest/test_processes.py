@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,11 +15,13 @@ import pytest
 
 from loadtest.processes import (
     BenchError,
+    ProcStat,
     child_process,
     find_tool,
     free_port,
     group_cpu_seconds,
     parse_proc_stat,
+    stop_stray_children,
     tool_version,
     wait_until_up,
 )
@@ -75,6 +79,19 @@ def test_child_process_writes_output_to_the_log(tmp_path: Path) -> None:
     assert log.read_text().split() == ["out", "err"]
 
 
+def test_stray_children_leading_their_own_group_are_killed() -> None:
+    stray = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    same_group = subprocess.Popen(["sleep", "60"])
+    try:
+        stop_stray_children()
+        assert stray.wait(timeout=10) == -signal.SIGKILL
+        assert same_group.poll() is None, "a child in our own group is not a stray"
+    finally:
+        for proc in (stray, same_group):
+            proc.kill()
+            proc.wait()
+
+
 def test_wait_until_up_reports_an_early_exit_with_the_log(tmp_path: Path) -> None:
     log = tmp_path / "log"
     with child_process(["sh", "-c", "echo cannot bind; exit 3"], log) as proc:
@@ -111,13 +128,14 @@ def test_parse_proc_stat_survives_odd_command_names() -> None:
     # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
     # utime stime ...; the command name may hold spaces and parentheses.
     text = "4242 (a) b (c)) S 1 777 777 0 -1 4194304 10 0 0 0 31 11 0 0 20 0 1 0 9 0 0\n"
-    assert parse_proc_stat(text) == (777, 42)
+    assert parse_proc_stat(text) == ProcStat(ppid=1, pgrp=777, cpu_ticks=42)
 
 
 def test_parse_proc_stat_reads_this_process() -> None:
-    group, ticks = parse_proc_stat(Path("/proc/self/stat").read_text())
-    assert group == os.getpgrp()
-    assert ticks >= 0
+    stat = parse_proc_stat(Path("/proc/self/stat").read_text())
+    assert stat.ppid == os.getppid()
+    assert stat.pgrp == os.getpgrp()
+    assert stat.cpu_ticks >= 0
 
 
 def test_group_cpu_counts_this_process() -> None:

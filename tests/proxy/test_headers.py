@@ -5,6 +5,7 @@ import pytest
 from proxy.headers import (
     HOP_BY_HOP,
     apply_overrides,
+    caller_header_layers,
     forwarded_request_headers,
     response_headers,
 )
@@ -263,3 +264,29 @@ def test_response_headers_accept_any_iterable() -> None:
     assert response_headers(h for h in [("Connection", "x"), ("X", "1"), ("Y", "2")]) == [
         ("Y", "2")
     ]
+
+
+def test_caller_layers_put_plain_accept_under_injected_headers() -> None:
+    defaults, overrides = caller_header_layers(
+        [
+            ("Accept", "*/*"),
+            ("Content-Type", "multipart/form-data; boundary=x"),
+            ("Nango-Proxy-X-Trace", "t"),
+            ("Authorization", "Bearer caller"),
+        ]
+    )
+    assert defaults == [("Accept", "*/*")]
+    assert overrides == [("Content-Type", "multipart/form-data; boundary=x"), ("X-Trace", "t")]
+    injected = [("accept", "application/vnd.github+json"), ("content-type", "application/json")]
+    final = apply_overrides(apply_overrides(defaults, injected), overrides)
+    assert ("accept", "application/vnd.github+json") in final
+    assert ("Content-Type", "multipart/form-data; boundary=x") in final
+    assert ("content-type", "application/json") not in final
+
+
+def test_prefixed_accept_overrides_everything() -> None:
+    defaults, overrides = caller_header_layers(
+        [("Accept", "*/*"), ("Nango-Proxy-Accept", "text/csv")]
+    )
+    assert defaults == []
+    assert overrides == [("Accept", "text/csv")]
