@@ -22,6 +22,8 @@ log = logging.getLogger("authgate")
 # closes idle keep-alive connections and never sends a request into a closing socket.
 KEEPALIVE_SECONDS = 61.0
 MAX_HEADER_FIELD = 64 * 1024
+# Management JSON bodies, as Nango allows; proxied bodies stream and are not bounded by it.
+MAX_JSON_BODY = 75 * 1024 * 1024
 
 
 def say(message: str) -> None:
@@ -69,7 +71,9 @@ def run_management(management: ManagementSettings) -> None:
 
 
 def _application(core: CoreServices) -> web.Application:
-    app = web.Application(handler_args={"max_field_size": MAX_HEADER_FIELD})
+    app = web.Application(
+        client_max_size=MAX_JSON_BODY, handler_args={"max_field_size": MAX_HEADER_FIELD}
+    )
 
     async def close_core(_: web.Application) -> None:
         await core.close()

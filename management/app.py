@@ -48,11 +48,22 @@ async def management_middleware(request: web.Request, handler: Handler) -> web.S
         return await handler(request)
     except ApiError as error:
         return error_response(error)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        # aiohttp's own answers (no such route, wrong method) get our envelope too.
+        response = error_response(ApiError(error.status, _http_error_code(error), error.reason))
+        if "Allow" in error.headers:
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
     except Exception:
         log.exception("unexpected management failure", extra={"path": request.path})
         return error_response(ApiError(500, "server_error", "Internal error"))
+
+
+def _http_error_code(error: web.HTTPException) -> str:
+    """`not_found`, `method_not_allowed`, ...: the reason phrase as an error code."""
+    return error.reason.lower().replace(" ", "_").replace("-", "_")
 
 
 def _check_content_type(request: web.Request) -> None:

@@ -13,7 +13,11 @@ def iso_z(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # Not strftime: its %Y does not pad years before 1000 to four digits on every libc.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
 
 
 def integration_json(
@@ -42,6 +46,8 @@ def connection_json(connection: Connection, *, credentials: dict[str, Any]) -> d
         "tags": connection.tags,
         "metadata": connection.metadata,
         "connection_config": connection.connection_config,
+        # Not stored yet (the store has no column for it), so never set.
+        "webhook_url_override": None,
         "created_at": iso_z(connection.created_at),
         "updated_at": iso_z(connection.updated_at),
         "last_fetched_at": iso_z(connection.last_fetched_at),

@@ -11,6 +11,7 @@ from credentials.models import Environment
 from credentials.runtime import CoreServices
 from management.errors import ApiError
 from management.settings import ManagementSettings
+from management.validation import Checker
 
 CORE = web.AppKey("management_core", CoreServices)
 SETTINGS = web.AppKey("management_settings", ManagementSettings)
@@ -18,14 +19,28 @@ ENVIRONMENT = web.RequestKey("environment", Environment)
 
 
 async def json_body(request: web.Request) -> Any:
-    """The parsed JSON body; an empty body counts as none."""
-    raw = await request.read()
+    """The parsed JSON body; an empty body counts as none.
+
+    Besides the syntax, the whole tree is checked for what the store cannot keep (too deep
+    a nesting, NUL characters), so no route has to think about it.
+    """
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.client_max_size
+        raise ApiError(
+            413, "payload_too_large", f"The request body is larger than {limit} bytes"
+        ) from None
     if not raw.strip():
         return None
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as problem:
         raise ApiError(400, "invalid_json", str(problem)) from None
+    check = Checker()
+    check.json_tree(value)
+    check.raise_if_invalid()
+    return value
 
 
 def reject_query(request: web.Request) -> None:

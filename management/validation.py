@@ -14,6 +14,10 @@ from management.errors import Issue, ValidationFailed, issue
 
 Path = tuple[str, ...]
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting a body may have. JSON values are re-serialised by the store (orjson
+refuses more than 254 levels), so a deeper tree must be refused here, as a 400."""
+
 
 def type_name(value: Any) -> str:
     if value is None:
@@ -47,7 +51,8 @@ class Checker:
         return None
 
     def strict(self, obj: dict[str, Any], allowed: Iterable[str], path: Path = ()) -> None:
-        unknown = [key for key in obj if key not in set(allowed)]
+        known = frozenset(allowed)  # once: `allowed` may be a one-shot iterator
+        unknown = [key for key in obj if key not in known]
         if not unknown:
             return
         quoted = ", ".join(f'"{key}"' for key in unknown)
@@ -80,7 +85,7 @@ class Checker:
             self.add(
                 "too_big", f"Too big: expected string to have <={max_length} characters", where
             )
-        elif pattern is not None and not pattern.match(value):
+        elif pattern is not None and not pattern.fullmatch(value):
             self.add(
                 "invalid_format", f"Invalid string: must match pattern /{pattern.pattern}/", where
             )
@@ -117,9 +122,29 @@ class Checker:
                 result[name] = value
         return result
 
+    def json_tree(self, value: Any, path: Path = (), *, max_depth: int = MAX_JSON_DEPTH) -> None:
+        """What no field rule sees: nesting beyond `max_depth`, and NUL characters in
+        strings or keys (PostgreSQL text and jsonb cannot hold them)."""
+        if isinstance(value, str):
+            if "\x00" in value:
+                self.add("invalid_format", _NUL_MESSAGE, path)
+            return
+        if not isinstance(value, dict | list):
+            return
+        if len(path) >= max_depth:
+            self.add("too_big", f"Too big: expected nesting depth <={max_depth}", path)
+            return
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            where = (*path, str(key))
+            if isinstance(key, str) and "\x00" in key:
+                self.add("invalid_format", _NUL_MESSAGE, where)
+            self.json_tree(child, where, max_depth=max_depth)
+
     def _wrong_type(self, expected: str, value: Any, path: Path) -> None:
         received = "undefined" if value is _MISSING else type_name(value)
         self.add("invalid_type", f"Invalid input: expected {expected}, received {received}", path)
 
 
 _MISSING = object()
+_NUL_MESSAGE = "Invalid string: must not contain NUL characters"

@@ -186,7 +186,10 @@ def check_url(url: str | URL, *, allow_private: bool) -> None:
         parsed = url if isinstance(url, URL) else URL(url, encoded=True)
     except ValueError:
         raise OutboundBlocked(str(url)[:100], "bad_url") from None
-    host = parsed.raw_host
+    try:
+        host = parsed.raw_host
+    except ValueError:
+        raise OutboundBlocked(str(url)[:100], "bad_url") from None
     if parsed.scheme not in ALLOWED_SCHEMES:
         raise OutboundBlocked(host or "", "bad_scheme")
     if not host:

@@ -8,7 +8,7 @@ Concurrent misses for one connection share a single store read.
 from __future__ import annotations
 
 from credentials.cache import LocalCache
-from credentials.injectors import UnsupportedAuth, build_injection
+from credentials.injectors import InjectionError, UnsupportedAuth, build_injection
 from credentials.models import Connection, Integration, Provider, RetryRules
 from credentials.providers import Catalogue
 from credentials.single_flight import SingleFlight
@@ -81,6 +81,11 @@ def build_target(connection: Connection, integration: Integration, provider: Pro
         injection = build_injection(connection, provider, integration)
     except UnsupportedAuth as problem:
         raise ProviderConfigError(str(problem), code=compat.UNSUPPORTED_AUTH) from None
+    except InjectionError as problem:
+        # The message names the field and the problem, never the value.
+        raise InvalidCredentials(
+            f"The credentials of connection {connection.connection_id} cannot be used: {problem}"
+        ) from None
     base_url, base_url_problem = _base_url(connection, integration, provider)
     proxy = provider.proxy
     return Target(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -13,10 +15,18 @@ from aiohttp import web
 from management.errors import ApiError
 from management.formatters import connection_json, iso_z
 from management.request_context import CORE, ENVIRONMENT, json_body, reject_query
+from management.routes.integrations import UNIQUE_KEY_PATTERN
 from management.validation import Checker, Path
 
+# Nango's connection id rule: letters, digits and a fixed set of punctuation (no controls).
+CONNECTION_ID_PATTERN = re.compile(r"^[a-zA-Z0-9,.;:=+~\[\]|@${}\"'\\/_ -]+$")
 TAG_KEY_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9_\-./]*$")
+EMAIL_PATTERN = re.compile(
+    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9_'+\-.]*[A-Za-z0-9_+-]@([A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}$"
+)
 MAX_TAGS = 10
+EPOCH_MILLISECONDS_THRESHOLD = 100_000_000_000
+MAX_ID_LENGTH = 255
 _IMPORT_FIELDS = (
     "provider_config_key",
     "connection_id",
@@ -91,10 +101,21 @@ def _validated_import(raw: Any) -> dict[str, Any]:
     body = check.expect_object(raw) or {}
     check.strict(body, _IMPORT_FIELDS)
     result: dict[str, Any] = {
-        "provider_config_key": check.string(body, "provider_config_key", min_length=1),
+        "provider_config_key": check.string(
+            body,
+            "provider_config_key",
+            min_length=1,
+            max_length=MAX_ID_LENGTH,
+            pattern=UNIQUE_KEY_PATTERN,
+        ),
     }
     connection_id = check.string(
-        body, "connection_id", required=False, min_length=1, max_length=255
+        body,
+        "connection_id",
+        required=False,
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern=CONNECTION_ID_PATTERN,
     )
     if connection_id is not None:
         result["connection_id"] = connection_id
@@ -107,6 +128,9 @@ def _validated_import(raw: Any) -> dict[str, Any]:
         result["tags"] = tags
     webhook = check.string(body, "webhook_url_override", required=False)
     if webhook is not None:
+        problem = _webhook_url_problem(webhook)
+        if problem is not None:
+            check.add("invalid_format", problem, ("webhook_url_override",))
         result["webhook_url_override"] = webhook
     result["credentials"] = _credentials(check, body.get("credentials"), "credentials" in body)
     check.raise_if_invalid()
@@ -156,8 +180,11 @@ def _expires_at(check: Checker, value: Any, path: Path) -> str | None:
         except ValueError:
             moment = None
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        # Epoch seconds, or milliseconds (Nango's JavaScript reading) for values that
+        # would otherwise land thousands of years away.
+        seconds = value / 1000 if abs(value) >= EPOCH_MILLISECONDS_THRESHOLD else value
         try:
-            moment = datetime.fromtimestamp(value, UTC)
+            moment = datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, ValueError, OSError):
             moment = None
     if moment is None:
@@ -165,7 +192,39 @@ def _expires_at(check: Checker, value: Any, path: Path) -> str | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return iso_z(moment)
+    try:
+        return iso_z(moment)
+    except OverflowError:  # e.g. year 1 at +01:00 is before the first UTC instant
+        check.add("invalid_type", "Invalid input: expected date, received Invalid Date", path)
+        return None
+
+
+def _webhook_url_problem(url: str) -> str | None:
+    """Why the URL may not receive webhooks, or None. `""` clears the override."""
+    if url == "":
+        return None
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+    except ValueError:
+        return "Invalid URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "Invalid URL"
+    if host == "nango.dev" or host.endswith(".nango.dev"):
+        return "Webhook URL cannot point to nango.dev"
+    if host == "localhost" or host.endswith(".localhost"):
+        return "Webhook URL cannot point to a loopback, private or link-local address"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback or address.is_private or address.is_link_local:
+        return "Webhook URL cannot point to a loopback, private or link-local address"
+    if address.is_unspecified:
+        return "Webhook URL cannot point to a loopback, private or link-local address"
+    return None
 
 
 def _tags(check: Checker, body: dict[str, Any]) -> dict[str, str] | None:
@@ -176,7 +235,7 @@ def _tags(check: Checker, body: dict[str, Any]) -> dict[str, str] | None:
         check.add("too_big", f"Too big: expected object to have <={MAX_TAGS} keys", ("tags",))
     normalised: dict[str, str] = {}
     for key, value in tags.items():
-        if len(key) > 64 or not TAG_KEY_PATTERN.match(key):
+        if len(key) > 64 or not TAG_KEY_PATTERN.fullmatch(key):
             check.add("invalid_key", f"Invalid tag key: {key!r}", ("tags", key))
         elif key.lower() in normalised:
             check.add(
@@ -186,6 +245,8 @@ def _tags(check: Checker, body: dict[str, Any]) -> dict[str, str] | None:
             check.add(
                 "too_small", "Too small: expected string to have >=1 characters", ("tags", key)
             )
+        elif key.lower() == "end_user_email" and not EMAIL_PATTERN.fullmatch(value):
+            check.add("invalid_format", "Invalid email address", ("tags", key))
         else:
             normalised[key.lower()] = value
     return normalised

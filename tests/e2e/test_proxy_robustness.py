@@ -100,3 +100,45 @@ async def test_oversized_body_is_413(make_authgate: Factory) -> None:
     assert response.status == 413
     assert (await json_of(response))["error"]["code"] == "payload_too_large"
     assert authgate.provider.received == []
+
+
+async def test_head_returns_headers_without_a_body(authgate: Authgate) -> None:
+    await _ready(authgate)
+    response = await authgate.proxy("HEAD", "/proxy/x")
+    assert response.status == 200
+    assert await response.read() == b""
+    assert authgate.provider.last().method == "HEAD"
+
+
+async def test_get_never_forwards_a_body(authgate: Authgate) -> None:
+    await _ready(authgate)
+    response = await authgate.proxy("GET", "/proxy/x", data=b"ignored")
+    assert response.status == 200
+    assert authgate.provider.last().body == b""
+
+
+async def test_stored_token_unsafe_in_a_header_is_invalid_credentials(authgate: Authgate) -> None:
+    await authgate.integration("oauth", "fake-oauth")
+    await authgate.connection("oauth", "conn-1", {"type": "OAUTH2", "access_token": "a\r\nX: y"})
+    response = await authgate.proxy("GET", "/proxy/x")
+    assert response.status == 401
+    assert (await json_of(response))["error"]["code"] == "invalid_credentials"
+    assert authgate.provider.received == []
+
+
+async def test_basic_with_an_empty_username_is_sent(authgate: Authgate) -> None:
+    await authgate.integration("basic", "fake-basic")
+    await authgate.connection("basic", "b", {"type": "BASIC", "username": "", "password": "pw"})
+    response = await authgate.proxy(
+        "GET", "/proxy/x", connection_id="b", provider_config_key="basic"
+    )
+    assert response.status == 200
+    assert authgate.provider.last().header("Authorization") == "Basic OnB3"
+
+
+async def test_connection_config_breaking_the_base_url_is_refused(authgate: Authgate) -> None:
+    await authgate.integration("oauth", "fake-oauth")
+    await authgate.connection("oauth", "conn-1", OAUTH, connection_config={"port": "1\r\nX: y"})
+    response = await authgate.proxy("GET", "/proxy/x")
+    assert 400 <= response.status < 500
+    assert authgate.provider.received == []
