@@ -113,7 +113,35 @@ _INITIAL_SCHEMA = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _INITIAL_SCHEMA),)
+_CONNECT_SESSIONS = (
+    # Only a hash of the token is kept, like secret keys; the JSON columns hold what the
+    # session was created with, for the connection it will create or re-authorise.
+    """
+    CREATE TABLE connect_sessions (
+        id {pk},
+        environment_id BIGINT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+        token_hash {bytes} NOT NULL UNIQUE,
+        end_user TEXT,
+        organization TEXT,
+        tags TEXT NOT NULL DEFAULT '{}',
+        allowed_integrations TEXT,
+        integrations_config_defaults TEXT,
+        overrides TEXT,
+        webhook_url_override TEXT,
+        reconnect_integration TEXT,
+        reconnect_connection_id TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX connect_sessions_expiry ON connect_sessions (expires_at)",
+    "ALTER TABLE connections ADD COLUMN webhook_url_override TEXT",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _INITIAL_SCHEMA),
+    Migration(2, "connect sessions, webhook URL override", _CONNECT_SESSIONS),
+)
 
 _CREATE_LEDGER = """
     CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -12,12 +12,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from credentials.models import Environment
 from credentials.runtime import CoreServices
-from credentials.secret_keys import AUTH_ERROR_MESSAGES, parse_bearer
-from management.errors import ApiError, AuthenticationFailed, error_response
-from management.request_context import CORE, ENVIRONMENT, SETTINGS
-from management.routes import connections, integrations
+from management.auth import authenticate, session_mode
+from management.errors import ApiError, error_response
+from management.request_context import CORE, SETTINGS
+from management.routes import (
+    connect,
+    connections,
+    environment_variables,
+    integrations,
+    metadata,
+    openapi,
+    providers,
+)
 from management.settings import ManagementSettings
 
 log = logging.getLogger("authgate.management")
@@ -34,8 +41,17 @@ def add_management_routes(
     app[CORE] = core
     app[SETTINGS] = settings
     app.middlewares.append(management_middleware)
-    integrations.add_routes(app.router)
-    connections.add_routes(app.router)
+    # Order matters: /connections/metadata must win over /connections/{connection_id}.
+    for routes in (
+        providers,
+        integrations,
+        metadata,
+        connections,
+        connect,
+        environment_variables,
+        openapi,
+    ):
+        routes.add_routes(app.router)
 
 
 @web.middleware
@@ -44,7 +60,7 @@ async def management_middleware(request: web.Request, handler: Handler) -> web.S
         return await handler(request)
     try:
         _check_content_type(request)
-        request[ENVIRONMENT] = await _authenticate(request)
+        await authenticate(request, session_mode(handler))
         return await handler(request)
     except ApiError as error:
         return error_response(error)
@@ -70,17 +86,6 @@ def _check_content_type(request: web.Request) -> None:
     content_type = request.headers.get("Content-Type")
     if content_type is not None and not content_type.startswith("application/json"):
         raise ApiError(415, "invalid_content_type", "Content-Type header must be application/json")
-
-
-async def _authenticate(request: web.Request) -> Environment:
-    parsed = parse_bearer(request.headers.get("Authorization"))
-    if parsed.error is not None:
-        raise AuthenticationFailed(401, parsed.error, AUTH_ERROR_MESSAGES[parsed.error])
-    assert parsed.key is not None
-    environment = await request.app[CORE].keys.environment_for(parsed.key)
-    if environment is None:
-        raise AuthenticationFailed(401, "unknown_account", AUTH_ERROR_MESSAGES["unknown_account"])
-    return environment
 
 
 def create_management_app(settings: ManagementSettings, core: CoreServices) -> web.Application:

@@ -16,6 +16,8 @@ from management.validation import Checker
 CORE = web.AppKey("management_core", CoreServices)
 SETTINGS = web.AppKey("management_settings", ManagementSettings)
 ENVIRONMENT = web.RequestKey("environment", Environment)
+# Set only when the caller authenticated with a connect-session token.
+CONNECT_SESSION = web.RequestKey("connect_session", object)
 
 
 async def json_body(request: web.Request) -> Any:
