@@ -10,6 +10,7 @@ from aiohttp import web
 from credentials.models import Environment
 from credentials.runtime import CoreServices
 from management.errors import ApiError
+from management.sessions import ConnectSessionPrincipal
 from management.settings import ManagementSettings
 from management.validation import Checker
 
@@ -17,7 +18,7 @@ CORE = web.AppKey("management_core", CoreServices)
 SETTINGS = web.AppKey("management_settings", ManagementSettings)
 ENVIRONMENT = web.RequestKey("environment", Environment)
 # Set only when the caller authenticated with a connect-session token.
-CONNECT_SESSION = web.RequestKey("connect_session", object)
+CONNECT_SESSION = web.RequestKey("connect_session", ConnectSessionPrincipal)
 
 
 async def json_body(request: web.Request) -> Any:

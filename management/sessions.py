@@ -14,7 +14,11 @@ CONNECT_SESSION_PREFIX = "nango_connect_session_"
 
 @dataclass(frozen=True, slots=True)
 class ConnectSessionPrincipal:
+    """A caller holding a connect-session token; `allowed_integrations` None = all."""
+
     environment: Environment
+    session_id: int
+    allowed_integrations: tuple[str, ...] | None = None
 
 
 async def resolve_connect_session(request: web.Request, token: str) -> ConnectSessionPrincipal:
