@@ -15,6 +15,7 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = Path(".authgate")
 DEFAULT_DATABASE_URL = "sqlite:///./.authgate/authgate.db"
+DEFAULT_REDIS_PREFIX = "authgate"
 ENCRYPTION_KEY_BYTES = 32
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -133,6 +134,13 @@ def _check_redis_url(name: str, value: str | None) -> str | None:
     raise ConfigError(name, "expected redis://, rediss:// or unix://")
 
 
+def _check_prefix(name: str, value: str) -> str:
+    # Deployments sharing one Redis keep apart by prefix; keep it to safe key characters.
+    if value.replace("-", "").replace("_", "").replace(":", "").replace(".", "").isalnum():
+        return value
+    raise ConfigError(name, "use letters, digits, '-', '_', ':' or '.'")
+
+
 @dataclass(frozen=True, slots=True)
 class CoreSettings:
     """Where state lives and how it is protected; shared by proxy, management and serve."""
@@ -143,6 +151,7 @@ class CoreSettings:
     secret_key: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     providers_file: Path | None = None
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
 
     @property
     def uses_sqlite(self) -> bool:
@@ -171,4 +180,8 @@ class CoreSettings:
             ),
             data_dir=data_dir,
             providers_file=providers_file,
+            redis_prefix=_check_prefix(
+                "AUTHGATE_REDIS_PREFIX",
+                read_str(environ, "AUTHGATE_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
+            ),
         )

@@ -22,6 +22,7 @@ class SecretKeyResolver:
         self._store = store
         self._known: LocalCache[bytes, tuple[bytes, Environment]] = LocalCache(ttl)
         self._unknown: LocalCache[bytes, bool] = LocalCache(UNKNOWN_KEY_TTL, max_entries=10_000)
+        self._generation = 0
 
     async def environment_for(self, secret_key: str) -> Environment | None:
         key_hash = hash_secret_key(secret_key)
@@ -33,7 +34,11 @@ class SecretKeyResolver:
             return environment if hmac.compare_digest(stored_hash, key_hash) else None
         if self._unknown.get(key_hash):
             return None
+        generation = self._generation
         found = await self._store.find_environment_by_key_hash(key_hash)
+        if generation != self._generation:
+            # A key changed while we read: what we read may predate it, so don't keep it.
+            return found
         if found is None:
             self._unknown.put(key_hash, True)
         else:
@@ -42,5 +47,9 @@ class SecretKeyResolver:
 
     def on_change(self, event: ChangeEvent) -> None:
         if event.kind in ("secret_key", "environment"):
-            self._known.clear()
-            self._unknown.clear()
+            self.clear()
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._known.clear()
+        self._unknown.clear()

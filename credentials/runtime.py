@@ -7,9 +7,11 @@ caches at once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from credentials.changes import ChangeHub, RedisChangeBridge
 from credentials.config import CoreSettings
 from credentials.crypto import Keyring
 from credentials.keys import SecretKeyResolver
@@ -23,24 +25,40 @@ class CoreServices:
     store: SqlStore
     catalogue: Catalogue
     keys: SecretKeyResolver
+    changes: ChangeHub
+    bridge: RedisChangeBridge | None = None
 
     async def close(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.close()
         await self.store.close()
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether this process can serve traffic, with one entry per dependency."""
         checks: dict[str, Any] = {"catalogue": {"ok": len(self.catalogue) > 0}}
-        try:
-            await self.store.ping()
-            checks["store"] = {"ok": True}
-        except Exception as failure:
-            checks["store"] = {"ok": False, "error": type(failure).__name__}
+        checks["store"] = await _check(self.store.ping)
+        if self.bridge is not None:
+            checks["redis"] = await _check(self.bridge.ping)
         return all(check["ok"] for check in checks.values()), checks
+
+
+async def _check(probe: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    try:
+        await probe()
+    except Exception as failure:
+        return {"ok": False, "error": type(failure).__name__}
+    return {"ok": True}
 
 
 async def open_core(settings: CoreSettings, keyring: Keyring) -> CoreServices:
     catalogue = load_catalogue(settings.providers_file)
     store = await open_store(settings.database_url, keyring)
+    changes = ChangeHub()
+    store.subscribe(changes.local)
     keys = SecretKeyResolver(store)
-    store.subscribe(keys.on_change)
-    return CoreServices(settings=settings, store=store, catalogue=catalogue, keys=keys)
+    changes.subscribe(keys.on_change, reset=keys.clear)
+    bridge = None
+    if settings.redis_url is not None:
+        bridge = RedisChangeBridge(changes, settings.redis_url, f"{settings.redis_prefix}:changes")
+        await bridge.start()
+    return CoreServices(settings, store, catalogue, keys, changes, bridge)

@@ -20,7 +20,7 @@ TARGETS = web.AppKey("targets", TargetCache)
 
 def add_proxy_routes(app: web.Application, settings: ProxySettings, core: CoreServices) -> None:
     targets = TargetCache(core.store, core.catalogue, ttl=settings.cache_ttl)
-    core.store.subscribe(targets.on_change)
+    core.changes.subscribe(targets.on_change, reset=targets.clear)
     upstream = Upstream(settings)
     app[TARGETS] = targets
     app.cleanup_ctx.append(_upstream_lifetime(upstream))

@@ -27,6 +27,9 @@ class TargetCache:
         self._catalogue = catalogue
         self._cache: LocalCache[TargetKey, Target] = LocalCache(ttl)
         self._loads: SingleFlight[TargetKey, Target] = SingleFlight("target-load")
+        # Bumped by every change: a load that started before a change must not be cached,
+        # or a stale read racing an invalidation would outlive it until the TTL.
+        self._generation = 0
 
     async def get(
         self, environment_id: int, provider_config_key: str, connection_id: str
@@ -37,7 +40,12 @@ class TargetCache:
             target = await self._loads.do(key, lambda: self._load(key))
         return target
 
+    def clear(self) -> None:
+        self._generation += 1
+        self._cache.clear()
+
     def on_change(self, event: ChangeEvent) -> None:
+        self._generation += 1
         if event.kind == "connection" and event.provider_config_key and event.connection_id:
             self._cache.discard(
                 (event.environment_id, event.provider_config_key, event.connection_id)
@@ -48,6 +56,7 @@ class TargetCache:
 
     async def _load(self, key: TargetKey) -> Target:
         environment_id, provider_config_key, connection_id = key
+        generation = self._generation
         try:
             integration = await self._store.get_integration(environment_id, provider_config_key)
             if integration is None:
@@ -63,7 +72,8 @@ class TargetCache:
         if connection is None:
             raise UnknownConnection(connection_id, provider_config_key)
         target = build_target(connection, integration, self._provider(integration))
-        self._cache.put(key, target)
+        if generation == self._generation:
+            self._cache.put(key, target)
         return target
 
     def _provider(self, integration: Integration) -> Provider:

@@ -69,6 +69,7 @@ class Authgate:
     provider_port: int
     data_dir: Path
     environ: dict[str, str]
+    app: web.Application
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.secret_key}"}
@@ -149,12 +150,17 @@ async def make_authgate(tmp_path: Path, database_url: str) -> AsyncIterator[Fact
     servers: list[TestServer] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(**overrides: str) -> Authgate:
+    async def start(share: Authgate | None = None, **overrides: str) -> Authgate:
+        """A new authgate; with `share`, another process of that one (same store, keys)."""
         provider = FakeProvider()
         provider_server = TestServer(provider.app, host="127.0.0.1")
         await provider_server.start_server()
         servers.append(provider_server)
-        environ = settings_env(tmp_path, database_url, **overrides)
+        environ = (
+            {**share.environ, **overrides}
+            if share is not None
+            else settings_env(tmp_path, database_url, **overrides)
+        )
         app = await build_serve_app(
             ProxySettings.from_env(environ), ManagementSettings.from_env(environ)
         )
@@ -172,6 +178,7 @@ async def make_authgate(tmp_path: Path, database_url: str) -> AsyncIterator[Fact
             provider_port=provider_server.port,
             data_dir=tmp_path,
             environ=environ,
+            app=app,
         )
 
     yield start
