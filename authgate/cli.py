@@ -4,7 +4,13 @@
     authgate proxy                 the data plane only
     authgate management            the control plane only
     authgate env create NAME       a new environment; prints its secret key
+    authgate env list              environments, each with its number of active keys
+    authgate env set-var ENV NAME VALUE
+                                   set a variable (VALUE `-`: read it from stdin)
+    authgate env unset-var ENV NAME
+                                   remove a variable
     authgate key create ENV        a new secret key for ENV; prints it
+    authgate key revoke KEY        revoke a secret key (KEY `-`: read it from stdin)
 
 Configuration comes from environment variables only (see README); an invalid value
 stops the process with a message naming the variable.
@@ -16,8 +22,8 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from credentials.config import ConfigError, CoreSettings
 from credentials.jsonlog import configure_logging
@@ -25,6 +31,10 @@ from management.settings import ManagementSettings
 from proxy.settings import ProxySettings
 
 EXIT_CONFIG = 2
+
+if TYPE_CHECKING:
+    # Generic only in the type stubs; at run time the class cannot be subscripted.
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,19 +54,43 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="proxy and management on one port").set_defaults(run=_serve)
     commands.add_parser("proxy", help="the data plane only").set_defaults(run=_proxy)
     commands.add_parser("management", help="the control plane only").set_defaults(run=_management)
+    _environment_commands(commands)
+    _key_commands(commands)
+    return parser
+
+
+def _environment_commands(commands: Subparsers) -> None:
     env = commands.add_parser("env", help="environments").add_subparsers(
         dest="action", required=True
     )
-    create_env = env.add_parser("create", help="create an environment and print its key")
-    create_env.add_argument("name")
-    create_env.set_defaults(run=_env_create)
+    create = env.add_parser("create", help="create an environment and print its key")
+    create.add_argument("name")
+    create.set_defaults(run=_env_create)
+    listing = env.add_parser("list", help="list environments: name, tab, active key count")
+    listing.set_defaults(run=_env_list)
+    set_var = env.add_parser("set-var", help="set an environment variable")
+    set_var.add_argument("environment")
+    set_var.add_argument("name")
+    set_var.add_argument(
+        "value", help="the value, or - to read it from stdin (keeps secrets out of shell history)"
+    )
+    set_var.set_defaults(run=_env_set_var)
+    unset_var = env.add_parser("unset-var", help="remove an environment variable")
+    unset_var.add_argument("environment")
+    unset_var.add_argument("name")
+    unset_var.set_defaults(run=_env_unset_var)
+
+
+def _key_commands(commands: Subparsers) -> None:
     key = commands.add_parser("key", help="secret keys").add_subparsers(
         dest="action", required=True
     )
-    create_key = key.add_parser("create", help="create a secret key for an environment")
-    create_key.add_argument("environment")
-    create_key.set_defaults(run=_key_create)
-    return parser
+    create = key.add_parser("create", help="create a secret key for an environment")
+    create.add_argument("environment")
+    create.set_defaults(run=_key_create)
+    revoke = key.add_parser("revoke", help="revoke a secret key")
+    revoke.add_argument("secret_key", help="the key, or - to read it from stdin")
+    revoke.set_defaults(run=_key_revoke)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -89,20 +123,57 @@ def _management(args: argparse.Namespace) -> int:
 def _env_create(args: argparse.Namespace) -> int:
     from authgate.operator import create_environment
 
-    return _run_operator(create_environment, args.name)
+    return _run_operator(create_environment(_core_settings(), args.name))
+
+
+def _env_list(args: argparse.Namespace) -> int:
+    from authgate.operator import list_environments
+
+    return _run_operator(list_environments(_core_settings()))
+
+
+def _env_set_var(args: argparse.Namespace) -> int:
+    from authgate.operator import set_variable
+
+    value = _argument_or_stdin(args.value)
+    return _run_operator(set_variable(_core_settings(), args.environment, args.name, value))
+
+
+def _env_unset_var(args: argparse.Namespace) -> int:
+    from authgate.operator import unset_variable
+
+    return _run_operator(unset_variable(_core_settings(), args.environment, args.name))
 
 
 def _key_create(args: argparse.Namespace) -> int:
     from authgate.operator import create_key
 
-    return _run_operator(create_key, args.environment)
+    return _run_operator(create_key(_core_settings(), args.environment))
 
 
-def _run_operator(
-    command: Callable[[CoreSettings, str], Coroutine[Any, Any, int]], argument: str
-) -> int:
-    settings = CoreSettings.from_env(os.environ)
-    return asyncio.run(command(settings, argument))
+def _key_revoke(args: argparse.Namespace) -> int:
+    from authgate.operator import revoke_key
+
+    secret_key = _argument_or_stdin(args.secret_key).strip()
+    return _run_operator(revoke_key(_core_settings(), secret_key))
+
+
+def _argument_or_stdin(value: str) -> str:
+    """`-` means stdin, minus the one line break `echo` or a here-string adds."""
+    if value != "-":
+        return value
+    text = sys.stdin.read()
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def _core_settings() -> CoreSettings:
+    # Read before the coroutine is built, so a configuration error never leaves an
+    # un-awaited coroutine behind.
+    return CoreSettings.from_env(os.environ)
+
+
+def _run_operator(command: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(command)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Operator commands: environments and their secret keys.
+"""Operator commands: environments, their secret keys and their variables.
 
 A new key is printed once on stdout and only its hash is stored, so it cannot be shown
-again; lose it and create another.
+again; lose it and create another. Messages for the operator go to stderr, so stdout
+carries only what a script would capture (a key, a listing).
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ from authgate.bootstrap import start_core
 from credentials.config import CoreSettings
 from credentials.models import Environment
 from credentials.runtime import CoreServices
-from credentials.secret_keys import generate_secret_key, hash_secret_key
-from credentials.store import AlreadyExists
+from credentials.secret_keys import generate_secret_key, hash_secret_key, is_uuid_v4
+from credentials.store import AlreadyExists, SqlStore
 
 ENVIRONMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Printable, no whitespace: a name has to survive shells, .env files and log lines intact.
+VARIABLE_NAME = re.compile(r"^[!-~]{1,255}$")
 
 
 def _say(message: str) -> None:
     print(f"authgate: {message}", file=sys.stderr)
 
 
+# --- environments --------------------------------------------------------------------------
+
+
 async def create_environment(settings: CoreSettings, name: str) -> int:
-    if not ENVIRONMENT_NAME.match(name):
+    if not ENVIRONMENT_NAME.fullmatch(name):
         _say("environment names are 1-64 lower-case letters, digits, '-' or '_'")
         return 1
     async with _core(settings) as core:
@@ -39,20 +45,106 @@ async def create_environment(settings: CoreSettings, name: str) -> int:
         return 0
 
 
+async def list_environments(settings: CoreSettings) -> int:
+    """One line per environment: its name, a tab, and how many active secret keys it has."""
+    async with _core(settings) as core:
+        for environment in await core.store.list_environments():
+            print(f"{environment.name}\t{await core.store.count_secret_keys(environment.id)}")
+        return 0
+
+
+# --- secret keys -----------------------------------------------------------------------------
+
+
 async def create_key(settings: CoreSettings, environment_name: str) -> int:
     async with _core(settings) as core:
-        environment = await core.store.get_environment(environment_name)
+        environment = await _environment(core, environment_name)
         if environment is None:
-            _say(f"no environment named {environment_name!r}")
             return 1
         await _issue_key(core, environment)
         return 0
+
+
+async def revoke_key(settings: CoreSettings, secret_key: str) -> int:
+    if not is_uuid_v4(secret_key):
+        _say("that is not a secret key (secret keys are UUID v4)")
+        return 1
+    async with _core(settings) as core:
+        owner = await revoke_secret_key(core.store, secret_key)
+        if owner is None:
+            _say("no active secret key matches (unknown, or already revoked)")
+            return 1
+        _say(f"revoked a secret key of environment {owner.name!r}")
+        if await core.store.count_secret_keys(owner.id) == 0:
+            _say(f"{owner.name!r} has no active key left; `authgate key create {owner.name}`")
+        return 0
+
+
+async def revoke_secret_key(store: SqlStore, secret_key: str) -> Environment | None:
+    """Revoke the key; the environment it belonged to, or None when no active key matched.
+
+    The store announces the revocation, so the key resolver of the process that owns
+    `store` forgets the key at once; other processes hold it until their cache entry
+    expires (or until the change reaches them over Redis).
+    """
+    key_hash = hash_secret_key(secret_key)
+    owner = await store.find_environment_by_key_hash(key_hash)
+    if owner is None or not await store.revoke_secret_key(key_hash):
+        return None
+    return owner
 
 
 async def _issue_key(core: CoreServices, environment: Environment) -> None:
     key = generate_secret_key()
     await core.store.add_secret_key(environment.id, hash_secret_key(key), "cli")
     print(key)
+
+
+# --- environment variables -------------------------------------------------------------------
+
+
+async def set_variable(settings: CoreSettings, environment_name: str, name: str, value: str) -> int:
+    if not _valid_variable_name(name):
+        return 1
+    if "\x00" in value:
+        _say("variable values cannot contain NUL characters")
+        return 1
+    async with _core(settings) as core:
+        environment = await _environment(core, environment_name)
+        if environment is None:
+            return 1
+        await core.store.set_environment_variable(environment.id, name, value)
+        _say(f"set {name} in environment {environment.name!r}")
+        return 0
+
+
+async def unset_variable(settings: CoreSettings, environment_name: str, name: str) -> int:
+    async with _core(settings) as core:
+        environment = await _environment(core, environment_name)
+        if environment is None:
+            return 1
+        if not await core.store.delete_environment_variable(environment.id, name):
+            _say(f"environment {environment.name!r} has no variable {name!r}")
+            return 1
+        _say(f"removed {name} from environment {environment.name!r}")
+        return 0
+
+
+def _valid_variable_name(name: str) -> bool:
+    if VARIABLE_NAME.fullmatch(name):
+        return True
+    _say("variable names are 1-255 printable characters without spaces")
+    return False
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+
+async def _environment(core: CoreServices, name: str) -> Environment | None:
+    environment = await core.store.get_environment(name)
+    if environment is None:
+        _say(f"no environment named {name!r}")
+    return environment
 
 
 @asynccontextmanager

@@ -22,6 +22,9 @@ log = logging.getLogger("authgate")
 # closes idle keep-alive connections and never sends a request into a closing socket.
 KEEPALIVE_SECONDS = 61.0
 MAX_HEADER_FIELD = 64 * 1024
+# aiohttp's default (8 KiB) is below what clients send: Node accepts 16 KiB request lines,
+# and proxied query strings can be long.
+MAX_REQUEST_LINE = 64 * 1024
 # Management JSON bodies, as Nango allows; proxied bodies stream and are not bounded by it.
 MAX_JSON_BODY = 75 * 1024 * 1024
 
@@ -72,7 +75,8 @@ def run_management(management: ManagementSettings) -> None:
 
 def _application(core: CoreServices) -> web.Application:
     app = web.Application(
-        client_max_size=MAX_JSON_BODY, handler_args={"max_field_size": MAX_HEADER_FIELD}
+        client_max_size=MAX_JSON_BODY,
+        handler_args={"max_field_size": MAX_HEADER_FIELD, "max_line_size": MAX_REQUEST_LINE},
     )
 
     async def close_core(_: web.Application) -> None:

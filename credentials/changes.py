@@ -27,6 +27,10 @@ Reset = Callable[[], None]
 
 RECONNECT_FIRST_DELAY = 0.2
 RECONNECT_MAX_DELAY = 5.0
+# How long one read waits for a message before the listener checks whether to stop;
+# redis-py can swallow a cancellation that lands inside a read, so the loop must not
+# depend on cancellation alone.
+POLL_SECONDS = 0.5
 
 
 class ChangeHub:
@@ -69,6 +73,7 @@ class RedisChangeBridge:
         self._client: redis.Redis = redis.from_url(redis_url)
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.subscribed = asyncio.Event()
 
     async def start(self) -> None:
@@ -77,6 +82,7 @@ class RedisChangeBridge:
 
     async def close(self) -> None:
         self._hub.outbox = None
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -102,7 +108,7 @@ class RedisChangeBridge:
 
     async def _run(self) -> None:
         delay = RECONNECT_FIRST_DELAY
-        while True:
+        while not self._closing:
             try:
                 await self._listen()
             except (RedisError, OSError) as failure:
@@ -121,8 +127,11 @@ class RedisChangeBridge:
             await pubsub.subscribe(self._channel)
             self._hub.reset()
             self.subscribed.set()
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            while not self._closing:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=POLL_SECONDS
+                )
+                if message is not None and message.get("type") == "message":
                     self._receive(message["data"])
 
     def _receive(self, data: bytes) -> None:

@@ -72,6 +72,8 @@ class Connection:
     """One end user's credentials for one integration, decrypted.
 
     `version` increases on every credential write; refresh uses it for compare-and-set.
+    `webhook_url_override` is where this connection's webhooks go instead of the
+    environment's URL (None: the environment's).
     """
 
     id: int
@@ -89,6 +91,7 @@ class Connection:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     last_fetched_at: datetime | None = None
+    webhook_url_override: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

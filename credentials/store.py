@@ -31,6 +31,7 @@ from credentials.crypto import DecryptionError, Keyring
 from credentials.database import (
     Database,
     Dialect,
+    Executor,
     ForeignKeyViolation,
     Row,
     UniqueViolation,
@@ -171,6 +172,7 @@ _CONNECTION_FIELDS = (
     "created_at",
     "updated_at",
     "last_fetched_at",
+    "webhook_url_override",
 )
 _SELECT_CONNECTION = (
     "SELECT "
@@ -262,6 +264,61 @@ class ConnectionFilter:
         )
         matches = (f"lower({column}) LIKE {pattern} ESCAPE '\\'" for column in columns)
         return "(" + " OR ".join(matches) + ")"
+
+
+# Metadata writes name their rows with one array parameter: a JSON array read by
+# json_each on SQLite, a native array on PostgreSQL (whose statements bind at most 32767
+# parameters, so a list of placeholders would cap the number of ids).
+_LOCK_METADATA = {
+    # CROSS JOIN fixes SQLite's join order: each wanted id is one unique-index lookup.
+    "sqlite": (
+        "SELECT c.id, c.connection_id, c.metadata FROM json_each($3) AS wanted"
+        " CROSS JOIN connections c ON c.connection_id = wanted.value"
+        " WHERE c.environment_id = $1 AND c.integration_id ="
+        " (SELECT id FROM integrations WHERE environment_id = $1 AND unique_key = $2)"
+    ),
+    # Rows are locked in byte order of their ids, one global order, so two bulk writers
+    # with overlapping lists cannot deadlock.
+    "postgres": (
+        "SELECT c.id, c.connection_id, c.metadata FROM connections c"
+        " JOIN unnest($3::text[]) AS wanted(connection_id)"
+        " ON wanted.connection_id = c.connection_id"
+        " WHERE c.environment_id = $1 AND c.integration_id ="
+        " (SELECT id FROM integrations WHERE environment_id = $1 AND unique_key = $2)"
+        ' ORDER BY c.connection_id COLLATE "C" FOR UPDATE OF c'
+    ),
+}
+_SET_METADATA = {
+    "sqlite": (
+        "UPDATE connections SET metadata = new.value FROM json_each($1) AS new"
+        " WHERE connections.id = CAST(new.key AS INTEGER)"
+    ),
+    "postgres": (
+        "UPDATE connections SET metadata = new.metadata"
+        " FROM unnest($1::bigint[], $2::text[]) AS new(id, metadata)"
+        " WHERE connections.id = new.id"
+    ),
+}
+
+
+async def _locked_metadata(
+    tx: Executor, environment_id: int, provider_config_key: str, connection_ids: list[str]
+) -> dict[str, tuple[int, Any]]:
+    """connection_id → (row id, stored metadata) of the listed connections that exist,
+    locked for the rest of the transaction."""
+    ids: Any = _dumps(connection_ids) if tx.dialect == "sqlite" else connection_ids
+    rows = await tx.fetch(_LOCK_METADATA[tx.dialect], environment_id, provider_config_key, ids)
+    return {row["connection_id"]: (int(row["id"]), _loads_or_none(row["metadata"])) for row in rows}
+
+
+async def _set_metadata(tx: Executor, written: dict[int, str]) -> None:
+    """Row id → new metadata text, in one statement."""
+    if not written:
+        return
+    if tx.dialect == "sqlite":
+        await tx.execute(_SET_METADATA["sqlite"], _dumps({str(k): v for k, v in written.items()}))
+    else:
+        await tx.execute(_SET_METADATA["postgres"], list(written), list(written.values()))
 
 
 class SqlStore:
@@ -511,8 +568,12 @@ class SqlStore:
         metadata: JsonDict | None = None,
         tags: Mapping[str, str] | None = None,
         end_user: JsonDict | None = None,
+        webhook_url_override: str | None = None,
     ) -> Connection:
-        """Insert, or overwrite every field of the existing connection (version + 1)."""
+        """Insert, or overwrite every field of the existing connection (version + 1).
+
+        An empty `webhook_url_override` is stored as None: `""` means "no override".
+        """
         if integration.environment_id != environment_id:
             raise NotFound(f"integration {integration.unique_key!r} is not in this environment")
         sealed = self._keyring.encrypt_json(
@@ -521,13 +582,16 @@ class SqlStore:
         try:
             row = await self._db.fetchrow(
                 "INSERT INTO connections (environment_id, integration_id, connection_id,"
-                " credentials_enc, connection_config, metadata, tags, end_user, version,"
-                " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9)"
+                " credentials_enc, connection_config, metadata, tags, end_user,"
+                " webhook_url_override, version, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, 1, $9, $9)"
                 " ON CONFLICT (integration_id, connection_id) DO UPDATE SET"
                 " credentials_enc = excluded.credentials_enc,"
                 " connection_config = excluded.connection_config,"
                 " metadata = excluded.metadata, tags = excluded.tags,"
-                " end_user = excluded.end_user, version = connections.version + 1,"
+                " end_user = excluded.end_user,"
+                " webhook_url_override = excluded.webhook_url_override,"
+                " version = connections.version + 1,"
                 " updated_at = excluded.updated_at" + _RETURNING_CONNECTION,
                 environment_id,
                 integration.id,
@@ -538,6 +602,7 @@ class SqlStore:
                 _dumps(dict(tags or {})),
                 _dumps_or_none(end_user),
                 self._clock(),
+                webhook_url_override or None,
             )
         except ForeignKeyViolation:
             raise NotFound(f"integration {integration.unique_key!r} does not exist") from None
@@ -627,8 +692,12 @@ class SqlStore:
         tags: Mapping[str, str] | Unchanged = UNCHANGED,
         end_user: JsonDict | Unchanged | None = UNCHANGED,
         connection_config: JsonDict | Unchanged = UNCHANGED,
+        webhook_url_override: str | Unchanged | None = UNCHANGED,
     ) -> Connection | None:
-        """Replace the given non-secret fields; credentials and version are untouched."""
+        """Replace the given non-secret fields; credentials and version are untouched.
+
+        An empty `webhook_url_override` clears the override, like None.
+        """
         changes: dict[str, str | None] = {}
         if metadata is not UNCHANGED:
             changes["metadata"] = _dumps_or_none(metadata)
@@ -638,6 +707,8 @@ class SqlStore:
             changes["end_user"] = _dumps_or_none(end_user)
         if connection_config is not UNCHANGED:
             changes["connection_config"] = _dumps(connection_config)
+        if webhook_url_override is not UNCHANGED:
+            changes["webhook_url_override"] = webhook_url_override or None
         if not changes:
             return await self.get_connection(environment_id, provider_config_key, connection_id)
         params = _Params(environment_id, provider_config_key, connection_id)
@@ -653,6 +724,45 @@ class SqlStore:
             return None
         self._emit(ChangeEvent("connection", environment_id, provider_config_key, connection_id))
         return self._connection(row)
+
+    async def write_metadata(
+        self,
+        environment_id: int,
+        provider_config_key: str,
+        connection_ids: Sequence[str],
+        metadata: JsonDict,
+        *,
+        merge: bool,
+    ) -> list[str]:
+        """Replace (or, with `merge`, shallow-merge into) the metadata of every listed
+        connection, all or nothing: when any is missing nothing is written and the
+        missing ids are returned, in the order given.
+
+        One transaction holds the rows from read to write (row locks on PostgreSQL, the
+        write lock on SQLite), so concurrent merges each see the other's keys. The ids
+        travel as one array parameter, so any number of them takes two statements. Like
+        Nango, a metadata write leaves `updated_at` alone.
+        """
+        wanted = list(dict.fromkeys(connection_ids))
+        async with self._db.transaction() as tx:
+            current = await _locked_metadata(tx, environment_id, provider_config_key, wanted)
+            missing = [connection_id for connection_id in wanted if connection_id not in current]
+            if missing:
+                return missing
+            written = {
+                row_id: _dumps(
+                    {**(stored if merge and isinstance(stored, dict) else {}), **metadata}
+                )
+                for row_id, stored in current.values()
+            }
+            await _set_metadata(tx, written)
+        self._emit(
+            *(
+                ChangeEvent("connection", environment_id, provider_config_key, connection_id)
+                for connection_id in wanted
+            )
+        )
+        return []
 
     async def update_credentials(
         self,
@@ -883,6 +993,7 @@ class SqlStore:
             created_at=to_datetime(row["created_at"]),
             updated_at=to_datetime(row["updated_at"]),
             last_fetched_at=to_datetime_or_none(row["last_fetched_at"]),
+            webhook_url_override=row["webhook_url_override"],
         )
 
     def _open_connection_credentials(self, row: Row) -> JsonDict:

@@ -30,7 +30,7 @@ from management.settings import ManagementSettings
 log = logging.getLogger("authgate.management")
 
 
-_PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,11 +56,12 @@ def add_management_routes(
 
 @web.middleware
 async def management_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/proxy") or request.path in _PUBLIC_PATHS:
+    if request.path.startswith("/proxy"):
         return await handler(request)
     try:
-        _check_content_type(request)
-        await authenticate(request, session_mode(handler))
+        if request.path not in _PUBLIC_PATHS:
+            _check_content_type(request)
+            await authenticate(request, session_mode(handler))
         return await handler(request)
     except ApiError as error:
         return error_response(error)
@@ -86,9 +87,3 @@ def _check_content_type(request: web.Request) -> None:
     content_type = request.headers.get("Content-Type")
     if content_type is not None and not content_type.startswith("application/json"):
         raise ApiError(415, "invalid_content_type", "Content-Type header must be application/json")
-
-
-def create_management_app(settings: ManagementSettings, core: CoreServices) -> web.Application:
-    app = web.Application()
-    add_management_routes(app, settings, core)
-    return app

@@ -15,18 +15,18 @@ from aiohttp import web
 from credentials.secret_keys import AUTH_ERROR_MESSAGES, parse_bearer
 from management.errors import AuthenticationFailed
 from management.request_context import CONNECT_SESSION, CORE, ENVIRONMENT
-from management.sessions import CONNECT_SESSION_PREFIX, resolve_connect_session
+from management.sessions import (
+    CONNECT_SESSION_PREFIX,
+    MALFORMED_SESSION_CODE,
+    MALFORMED_SESSION_MESSAGE,
+    resolve_connect_session,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
 SessionMode = Literal["never", "also", "only"]
 
 _ATTRIBUTE = "authgate_connect_session"
-MALFORMED_SESSION_CODE = "invalid_connect_session_token_format"
-MALFORMED_SESSION_MESSAGE = (
-    "Authentication failed. The provided connect session token is not following correct "
-    "format: nango_connect_session_RANDOM)"
-)
 
 
 def accepts_connect_session(handler: H) -> H:

@@ -25,20 +25,15 @@ def add_proxy_routes(app: web.Application, settings: ProxySettings, core: CoreSe
     app[TARGETS] = targets
     app.cleanup_ctx.append(_upstream_lifetime(upstream))
     pipeline = build_pipeline(PipelineDeps(settings, core.keys, targets, upstream))
-    app.router.add_route("*", "/proxy{tail:.*}", proxy_handler(pipeline))
+    # `[\s\S]`, not `.`: aiohttp matches the decoded path, and `.` stops at a `%0A`, which
+    # left such a target unrouted (a bare text/plain 404 instead of the pipeline's answer).
+    app.router.add_route("*", r"/proxy{tail:[\s\S]*}", proxy_handler(pipeline))
 
 
 def add_health_routes(app: web.Application, core: CoreServices) -> None:
     app[CORE] = core
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-
-
-def create_proxy_app(settings: ProxySettings, core: CoreServices) -> web.Application:
-    app = web.Application(handler_args={"max_field_size": 65536})
-    add_proxy_routes(app, settings, core)
-    add_health_routes(app, core)
-    return app
 
 
 async def health(request: web.Request) -> web.Response:

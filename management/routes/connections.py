@@ -1,252 +1,244 @@
-"""`/connections`: import (upsert) an end user's credentials for one integration."""
+"""`/connections`: list, read, patch, delete and import end users' connections (§7.1 to 7.6),
+plus the deprecated `/connection` spellings of the same routes.
+
+Every write goes through the store, whose change events drop the proxy's cached copy of
+the connection, so the proxy sees a patch or a delete on its very next request.
+"""
 
 from __future__ import annotations
 
-import ipaddress
-import re
-import uuid
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
 
+from credentials.models import Connection
+from credentials.store import UNCHANGED, CredentialsUnreadable
+from management import end_users
+from management.connection_fields import (
+    connection_id_param,
+    end_user_tags,
+    provider_config_key_query,
+    stored_end_user,
+    webhook_url_override,
+)
 from management.errors import ApiError
-from management.formatters import connection_json, iso_z
-from management.request_context import CORE, ENVIRONMENT, json_body, reject_query
-from management.routes.integrations import UNIQUE_KEY_PATTERN
-from management.validation import Checker, Path
+from management.formatters import (
+    connection_json,
+    connection_list_item,
+    iso_offset,
+    without_refresh_tokens,
+)
+from management.query import MAX_OFFSET, QueryReader
+from management.request_context import CORE, ENVIRONMENT, json_body
+from management.routes.connection_import import import_connection, import_connection_legacy
+from management.validation import Checker
 
-# Nango's connection id rule: letters, digits and a fixed set of punctuation (no controls).
-CONNECTION_ID_PATTERN = re.compile(r"^[a-zA-Z0-9,.;:=+~\[\]|@${}\"'\\/_ -]+$")
-TAG_KEY_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9_\-./]*$")
-EMAIL_PATTERN = re.compile(
-    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9_'+\-.]*[A-Za-z0-9_+-]@([A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}$"
-)
-MAX_TAGS = 10
-EPOCH_MILLISECONDS_THRESHOLD = 100_000_000_000
-MAX_ID_LENGTH = 255
-_IMPORT_FIELDS = (
-    "provider_config_key",
-    "connection_id",
-    "credentials",
-    "metadata",
-    "connection_config",
-    "webhook_url_override",
-    "end_user",
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Nango lists up to 10000 connections when no limit is given, yet caps an explicit one.
+DEFAULT_PAGE_SIZE = 10_000
+MAX_PAGE_SIZE = 2000
+MAX_FILTER_LENGTH = 255
+_LIST_KEYS = (
+    "connectionId",
+    "search",
+    "endUserId",
+    "endUserOrganizationId",
+    "integrationId",
     "tags",
+    "limit",
+    "page",
 )
-# Stored credential fields per type: (required, optional).
-_CREDENTIAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "OAUTH2": (("access_token",), ("refresh_token", "expires_at", "config_override")),
-    "OAUTH2_CC": (
-        ("token", "client_id", "client_secret"),
-        ("client_certificate", "client_private_key", "expires_at"),
-    ),
-    "OAUTH1": (("oauth_token", "oauth_token_secret"), ()),
-    "API_KEY": (("apiKey",), ()),
-    "BASIC": (("username", "password"), ()),
-    "TBA": (("token_id", "token_secret"), ("config_override",)),
-    "NONE": ((), ()),
-}
-_WITH_RAW = frozenset({"OAUTH2", "OAUTH2_CC", "OAUTH1"})
-_EMPTY_ALLOWED = frozenset({"username", "password"})
+_REFRESH_FLAGS = ("force_refresh", "refresh_token", "refresh_github_app_jwt_token")
+_PATCH_FIELDS = ("end_user", "tags", "webhook_url_override")
+
+
+# aiohttp's default segment pattern refuses `{` and `}`, which Nango's ids allow (people
+# stringify JSON into them); `/` still ends the segment, `%2F` decodes into the id.
+ID_SEGMENT = "{connection_id:[^/]+}"
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_post("/connections", import_connection)
-    router.add_post("/connections/", import_connection)
+    for base in ("/connections", "/connection"):
+        _lenient(router, "GET", base, list_connections)
+        _lenient(router, "GET", f"{base}/{ID_SEGMENT}", get_connection)
+        _lenient(router, "DELETE", f"{base}/{ID_SEGMENT}", delete_connection)
+    _lenient(router, "PATCH", f"/connections/{ID_SEGMENT}", patch_connection)
+    _lenient(router, "POST", "/connections", import_connection)
+    _lenient(router, "POST", "/connection", import_connection_legacy)
 
 
-async def import_connection(request: web.Request) -> web.Response:
-    reject_query(request)
-    core = request.app[CORE]
-    environment = request[ENVIRONMENT]
-    body = _validated_import(await json_body(request))
-    integration = await core.store.get_integration(environment.id, body["provider_config_key"])
-    if integration is None:
-        raise ApiError(404, "not_found", "Integration does not exist")
-    provider = core.catalogue.get(integration.provider)
-    kind = body["credentials"]["type"]
-    mode = provider.auth_mode if provider else "UNKNOWN"
-    if kind != mode and not (kind == "NONE" and mode == "NONE"):
-        raise ApiError(400, "invalid_body", f"Provider {mode} does not support {kind} auth")
-    connection = await core.store.upsert_connection(
-        environment.id,
-        integration,
-        connection_id=body.get("connection_id") or str(uuid.uuid4()),
-        credentials=_stored_credentials(body["credentials"]),
-        connection_config=body.get("connection_config") or {},
-        metadata=body.get("metadata") or {},
-        tags=body.get("tags") or {},
-        end_user=body.get("end_user"),
+def _lenient(router: web.UrlDispatcher, method: str, path: str, handler: Handler) -> None:
+    """`path` and `path/` alike, as Express routes them."""
+    router.add_route(method, path, handler)
+    router.add_route(method, path + "/", handler)
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+
+
+# --- GET /connections ----------------------------------------------------------------------
+
+
+async def list_connections(request: web.Request) -> web.Response:
+    filters = _list_filters(QueryReader.of(request))
+    connections = await request.app[CORE].store.list_connections(
+        request[ENVIRONMENT].id, include_credentials=False, **filters
     )
-    payload = connection_json(connection, credentials=connection.credentials)
-    return web.Response(status=201, body=orjson.dumps(payload), content_type="application/json")
+    return _json({"connections": [connection_list_item(item) for item in connections]})
 
 
-def _stored_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
-    kind = credentials["type"]
-    if kind == "NONE":
-        return {}
-    stored = dict(credentials)
-    if kind in _WITH_RAW:
-        stored["raw"] = {key: value for key, value in credentials.items() if key != "type"}
-    return stored
-
-
-def _validated_import(raw: Any) -> dict[str, Any]:
-    check = Checker()
-    body = check.expect_object(raw) or {}
-    check.strict(body, _IMPORT_FIELDS)
-    result: dict[str, Any] = {
-        "provider_config_key": check.string(
-            body,
-            "provider_config_key",
-            min_length=1,
-            max_length=MAX_ID_LENGTH,
-            pattern=UNIQUE_KEY_PATTERN,
-        ),
+def _list_filters(query: QueryReader) -> dict[str, Any]:
+    query.strict(_LIST_KEYS)
+    text: dict[str, str | None] = {
+        name: query.string(name, min_length=1, max_length=MAX_FILTER_LENGTH)
+        for name in ("connectionId", "search", "endUserId", "endUserOrganizationId")
     }
-    connection_id = check.string(
-        body,
-        "connection_id",
-        required=False,
-        min_length=1,
-        max_length=MAX_ID_LENGTH,
-        pattern=CONNECTION_ID_PATTERN,
+    integration_ids = query.string("integrationId", min_length=1)
+    tags = query.tags("tags")
+    limit = query.integer("limit", minimum=1, maximum=MAX_PAGE_SIZE)
+    page = query.integer("page", minimum=0)
+    query.done()
+    size = limit or DEFAULT_PAGE_SIZE
+    return {
+        "connection_id": text["connectionId"],
+        "search": text["search"],
+        "end_user_id": text["endUserId"],
+        "end_user_organization_id": text["endUserOrganizationId"],
+        "provider_config_key": (
+            None
+            if integration_ids is None
+            else tuple(dict.fromkeys(key.strip() for key in integration_ids.split(",")))
+        ),
+        "tags": tags,
+        "limit": size,
+        "offset": min((page or 0) * size, MAX_OFFSET),
+    }
+
+
+# --- GET /connections/{connection_id} ------------------------------------------------------
+
+
+async def get_connection(request: web.Request) -> web.Response:
+    query = QueryReader.of(request)
+    query.strict(("provider_config_key", *_REFRESH_FLAGS))
+    key = provider_config_key_query(query)
+    flags = {name: query.boolean(name) for name in _REFRESH_FLAGS}
+    query.done()
+    assert key is not None
+    connection = await _existing(request, key, connection_id_param(request))
+    # Refresh is not implemented yet: the stored credentials are what a refresh that
+    # cannot happen returns (§7.2.2), whatever force_refresh says.
+    fetched_at = await request.app[CORE].store.touch_last_fetched(connection)
+    connection = replace(connection, last_fetched_at=fetched_at)
+    credentials: dict[str, Any] = connection.credentials
+    config: dict[str, Any] = connection.connection_config
+    if not flags["refresh_token"]:
+        credentials = without_refresh_tokens(credentials)
+        config = without_refresh_tokens(config)
+    return _json(
+        connection_json(
+            connection, credentials=credentials, connection_config=config, render_time=iso_offset
+        )
     )
-    if connection_id is not None:
-        result["connection_id"] = connection_id
-    for key in ("metadata", "connection_config", "end_user"):
-        value = check.optional_object(body, key)
-        if value is not None:
-            result[key] = value
-    tags = _tags(check, body)
-    if tags is not None:
-        result["tags"] = tags
-    webhook = check.string(body, "webhook_url_override", required=False)
-    if webhook is not None:
-        problem = _webhook_url_problem(webhook)
-        if problem is not None:
-            check.add("invalid_format", problem, ("webhook_url_override",))
-        result["webhook_url_override"] = webhook
-    result["credentials"] = _credentials(check, body.get("credentials"), "credentials" in body)
+
+
+async def _existing(request: web.Request, key: str, connection_id: str) -> Connection:
+    """The connection, or the errors Nango gives for a missing integration or connection."""
+    store = request.app[CORE].store
+    environment = request[ENVIRONMENT]
+    if await store.get_integration(environment.id, key) is None:
+        raise ApiError(400, "unknown_provider_config", "Provider does not exists")
+    try:
+        connection = await store.get_connection(environment.id, key, connection_id)
+    except CredentialsUnreadable:
+        raise ApiError(
+            500,
+            "server_error",
+            "The stored credentials of this connection cannot be decrypted with the"
+            " configured AUTHGATE_ENCRYPTION_KEY",
+        ) from None
+    if connection is None:
+        raise ApiError(404, "not_found", "Failed to find connection")
+    return connection
+
+
+# --- DELETE /connections/{connection_id} ---------------------------------------------------
+
+
+async def delete_connection(request: web.Request) -> web.Response:
+    query = QueryReader.of(request)
+    query.strict(("provider_config_key",))
+    key = provider_config_key_query(query)
+    query.done()
+    assert key is not None
+    connection_id = connection_id_param(request)
+    deleted = await request.app[CORE].store.delete_connection(
+        request[ENVIRONMENT].id, key, connection_id
+    )
+    if not deleted:
+        # Nango's answer for an unknown integration or connection here: 400, no message.
+        raise ApiError(400, "unknown_connection")
+    return _json({"success": True})
+
+
+# --- PATCH /connections/{connection_id} ----------------------------------------------------
+
+
+async def patch_connection(request: web.Request) -> web.Response:
+    # Nango's order: query, then body, then path.
+    query = QueryReader.of(request)
+    query.strict(("provider_config_key",))
+    key = provider_config_key_query(query)
+    query.done()
+    assert key is not None
+    body = _validated_patch(await json_body(request))
+    connection = await _existing(request, key, connection_id_param(request))
+    changes = _patch_changes(connection, body)
+    updated = await request.app[CORE].store.update_connection_fields(
+        connection.environment_id, key, connection.connection_id, **changes
+    )
+    if updated is None:  # deleted between the read and the write
+        raise ApiError(404, "not_found", "Failed to find connection")
+    return _json({"success": True})
+
+
+def _validated_patch(raw: Any) -> dict[str, Any]:
+    check = Checker()
+    body = {} if raw is None else check.expect_object(raw)
+    if body is None:
+        check.raise_if_invalid()
+        raise AssertionError("unreachable")
+    check.strict(body, _PATCH_FIELDS)
+    result: dict[str, Any] = {}
+    if "end_user" in body:
+        result["end_user"] = stored_end_user(check, body["end_user"], ("end_user",))
+    if "tags" in body:
+        result["tags"] = end_users.tag_map(check, body["tags"], ("tags",))
+    if "webhook_url_override" in body:
+        result["webhook_url_override"] = webhook_url_override(check, body)
     check.raise_if_invalid()
     return result
 
 
-def _credentials(check: Checker, raw: Any, present: bool) -> dict[str, Any]:
-    path: Path = ("credentials",)
-    if not present:
-        check.add("invalid_type", "Invalid input: expected object, received undefined", path)
-        return {}
-    credentials = check.expect_object(raw, path)
-    if credentials is None:
-        return {}
-    kind = credentials.get("type")
-    if not isinstance(kind, str) or kind not in _CREDENTIAL_FIELDS:
-        check.add("invalid_union", "invalid credentials object", (*path, "type"))
-        return {}
-    required, optional = _CREDENTIAL_FIELDS[kind]
-    check.strict(credentials, ("type", *required, *optional), path)
-    result: dict[str, Any] = {"type": kind}
-    for name in required:
-        minimum = 0 if name in _EMPTY_ALLOWED else 1
-        result[name] = check.string(credentials, name, path, min_length=minimum)
-    for name in optional:
-        if name in credentials:
-            result[name] = _optional_credential(check, credentials, name, path)
-    return result
-
-
-def _optional_credential(check: Checker, credentials: dict[str, Any], name: str, path: Path) -> Any:
-    if name == "expires_at":
-        return _expires_at(check, credentials[name], (*path, name))
-    if name == "config_override":
-        override = check.expect_object(credentials[name], (*path, name)) or {}
-        check.strict(override, ("client_id", "client_secret"), (*path, name))
-        return {key: check.string(override, key, (*path, name)) for key in override}
-    return check.string(credentials, name, path)
-
-
-def _expires_at(check: Checker, value: Any, path: Path) -> str | None:
-    """Any ISO-8601 date or epoch seconds; stored as `toISOString()` does."""
-    moment: datetime | None = None
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            moment = None
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        # Epoch seconds, or milliseconds (Nango's JavaScript reading) for values that
-        # would otherwise land thousands of years away.
-        seconds = value / 1000 if abs(value) >= EPOCH_MILLISECONDS_THRESHOLD else value
-        try:
-            moment = datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, ValueError, OSError):
-            moment = None
-    if moment is None:
-        check.add("invalid_type", "Invalid input: expected date, received Invalid Date", path)
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        return iso_z(moment)
-    except OverflowError:  # e.g. year 1 at +01:00 is before the first UTC instant
-        check.add("invalid_type", "Invalid input: expected date, received Invalid Date", path)
-        return None
-
-
-def _webhook_url_problem(url: str) -> str | None:
-    """Why the URL may not receive webhooks, or None. `""` clears the override."""
-    if url == "":
-        return None
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").rstrip(".").lower()
-    except ValueError:
-        return "Invalid URL"
-    if parts.scheme not in ("http", "https") or not host:
-        return "Invalid URL"
-    if host == "nango.dev" or host.endswith(".nango.dev"):
-        return "Webhook URL cannot point to nango.dev"
-    if host == "localhost" or host.endswith(".localhost"):
-        return "Webhook URL cannot point to a loopback, private or link-local address"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_loopback or address.is_private or address.is_link_local:
-        return "Webhook URL cannot point to a loopback, private or link-local address"
-    if address.is_unspecified:
-        return "Webhook URL cannot point to a loopback, private or link-local address"
-    return None
-
-
-def _tags(check: Checker, body: dict[str, Any]) -> dict[str, str] | None:
-    tags = check.string_map(body, "tags", max_value=255)
-    if tags is None:
-        return None
-    if len(tags) > MAX_TAGS:
-        check.add("too_big", f"Too big: expected object to have <={MAX_TAGS} keys", ("tags",))
-    normalised: dict[str, str] = {}
-    for key, value in tags.items():
-        if len(key) > 64 or not TAG_KEY_PATTERN.fullmatch(key):
-            check.add("invalid_key", f"Invalid tag key: {key!r}", ("tags", key))
-        elif key.lower() in normalised:
-            check.add(
-                "custom", f'Duplicate tag key after case normalization: "{key}"', ("tags", key)
-            )
-        elif not value:
-            check.add(
-                "too_small", "Too small: expected string to have >=1 characters", ("tags", key)
-            )
-        elif key.lower() == "end_user_email" and not EMAIL_PATTERN.fullmatch(value):
-            check.add("invalid_format", "Invalid email address", ("tags", key))
-        else:
-            normalised[key.lower()] = value
-    return normalised
+def _patch_changes(connection: Connection, body: dict[str, Any]) -> dict[str, Any]:
+    """What PATCH writes (§7.5): the end user is linked only when none, or the same one,
+    is linked already; tags are replaced by the end user's generated tags overlaid with
+    the body's; `webhook_url_override: ""` clears the override."""
+    changes: dict[str, Any] = {
+        "webhook_url_override": body.get("webhook_url_override", UNCHANGED),
+    }
+    end_user = body.get("end_user")
+    if end_user is not None:
+        linked = connection.end_user
+        if linked is None or linked.get("id") == end_user["id"]:
+            # The PATCH schema has no organization: the linked end user keeps its own.
+            end_user = {**end_user, "organization": (linked or {}).get("organization")}
+            changes["end_user"] = end_user
+    if "end_user" in body or "tags" in body:
+        changes["tags"] = {**end_user_tags(end_user), **(body.get("tags") or {})}
+    return changes

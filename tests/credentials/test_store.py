@@ -542,6 +542,157 @@ async def test_update_connection_fields_leaves_credentials_and_version(
     assert await store.update_connection_fields(env.id, "github", "nobody", metadata={}) is None
 
 
+async def test_webhook_url_override_round_trip(store: SqlStore) -> None:
+    env = await store.create_environment("dev")
+    integration = await make_integration(store, env)
+    created = await make_connection(
+        store, integration, webhook_url_override="https://hooks.example.com/a"
+    )
+    assert created.webhook_url_override == "https://hooks.example.com/a"
+    reread = await store.get_connection(env.id, "github", "user-1")
+    assert reread is not None
+    assert reread.webhook_url_override == "https://hooks.example.com/a"
+    # Fields updates: UNCHANGED keeps it, a value replaces it, "" and None clear it.
+    kept = await store.update_connection_fields(env.id, "github", "user-1", tags={"t": "1"})
+    assert kept is not None
+    assert kept.webhook_url_override == "https://hooks.example.com/a"
+    for value, stored in (("https://b.example.com/", "https://b.example.com/"), ("", None)):
+        updated = await store.update_connection_fields(
+            env.id, "github", "user-1", webhook_url_override=value
+        )
+        assert updated is not None
+        assert updated.webhook_url_override == stored
+        assert await raw_connection_column(store, updated, "webhook_url_override") == stored
+    await store.update_connection_fields(env.id, "github", "user-1", webhook_url_override="x")
+    cleared = await store.update_connection_fields(
+        env.id, "github", "user-1", webhook_url_override=None
+    )
+    assert cleared is not None
+    assert cleared.webhook_url_override is None
+    # An upsert overwrites it like every other field; "" is stored as no override.
+    await make_connection(store, integration, webhook_url_override="https://c.example.com/")
+    overwritten = await make_connection(store, integration, webhook_url_override="")
+    assert overwritten.webhook_url_override is None
+    assert await raw_connection_column(store, overwritten, "webhook_url_override") is None
+    [listed] = await store.list_connections(env.id, include_credentials=False)
+    assert listed.webhook_url_override is None
+
+
+async def metadata_of(store: SqlStore, env: Environment, connection_id: str) -> Any:
+    connection = await store.get_connection(env.id, "github", connection_id)
+    assert connection is not None
+    return connection.metadata
+
+
+async def test_write_metadata_replaces_or_merges_shallowly(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    env = await store.create_environment("dev")
+    integration = await make_integration(store, env)
+    original = await make_connection(
+        store, integration, "a", metadata={"keep": 1, "nested": {"x": 1, "y": 2}}
+    )
+    await make_connection(store, integration, "b", metadata=None)
+    await make_connection(store, integration, "c", metadata={"untouched": True})
+    clock.advance(60_000)
+    missing = await store.write_metadata(
+        env.id, "github", ["a", "b"], {"nested": {"z": 3}, "new": None}, merge=True
+    )
+    assert missing == []
+    assert await metadata_of(store, env, "a") == {"keep": 1, "nested": {"z": 3}, "new": None}
+    assert await metadata_of(store, env, "b") == {"nested": {"z": 3}, "new": None}
+    assert await metadata_of(store, env, "c") == {"untouched": True}
+    assert await store.write_metadata(env.id, "github", ["a"], {"only": 1}, merge=False) == []
+    assert await metadata_of(store, env, "a") == {"only": 1}
+    # Metadata writes leave credentials, version and updated_at alone (as Nango does).
+    reread = await store.get_connection(env.id, "github", "a")
+    assert reread is not None
+    assert (reread.version, reread.updated_at) == (original.version, original.updated_at)
+    assert reread.credentials == original.credentials
+
+
+async def test_write_metadata_is_all_or_nothing(store: SqlStore) -> None:
+    events: list[ChangeEvent] = []
+    env = await store.create_environment("dev")
+    integration = await make_integration(store, env)
+    await make_integration(store, env, "other")
+    await make_connection(store, integration, "a", metadata={"v": 1})
+    await make_connection(store, integration, "b", metadata={"v": 1})
+    store.subscribe(events.append)
+    for merge in (True, False):
+        missing = await store.write_metadata(
+            env.id, "github", ["a", "ghost", "b", "phantom", "ghost"], {"v": 2}, merge=merge
+        )
+        assert missing == ["ghost", "phantom"]  # in the order given, once each
+    assert await store.write_metadata(env.id, "other", ["a"], {"v": 2}, merge=True) == ["a"]
+    assert await store.write_metadata(env.id + 1, "github", ["a"], {"v": 2}, merge=True) == ["a"]
+    assert await metadata_of(store, env, "a") == {"v": 1}
+    assert await metadata_of(store, env, "b") == {"v": 1}
+    assert events == []  # nothing written, nothing to invalidate
+    assert await store.write_metadata(env.id, "github", ["b", "a", "b"], {"v": 3}, merge=True) == []
+    assert events == [
+        ChangeEvent("connection", env.id, "github", "b"),
+        ChangeEvent("connection", env.id, "github", "a"),
+    ]
+    assert await store.write_metadata(env.id, "github", [], {"v": 4}, merge=False) == []
+
+
+async def test_write_metadata_for_more_ids_than_one_statement_can_bind(store: SqlStore) -> None:
+    """PostgreSQL binds at most 32767 parameters per statement: a bulk write of more ids
+    must still work (and still be all or nothing)."""
+    env = await store.create_environment("dev")
+    integration = await make_integration(store, env)
+    count = 33_000
+    # Rows written straight in SQL for speed; metadata writes never decrypt credentials.
+    await store.db.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)"
+        " INSERT INTO connections (environment_id, integration_id, connection_id,"
+        " credentials_enc, metadata, created_at, updated_at)"
+        " SELECT $2, $3, 'bulk-' || i, 'unused', '{\"n\": 1}', 0, 0 FROM n",
+        count,
+        env.id,
+        integration.id,
+    )
+    names = [f"bulk-{index}" for index in range(1, count + 1)]
+
+    async def rows_with(metadata: str) -> int:
+        found: int = await store.db.fetchval(
+            "SELECT COUNT(*) FROM connections WHERE metadata = $1", metadata
+        )
+        return found
+
+    missing = await store.write_metadata(
+        env.id, "github", [*names, "ghost"], {"bulk": 1}, merge=False
+    )
+    assert missing == ["ghost"]
+    assert await rows_with('{"n":1}') == 0  # orjson's form: nothing was rewritten
+    assert await store.write_metadata(env.id, "github", names, {"bulk": 1}, merge=False) == []
+    assert await rows_with('{"bulk":1}') == count
+    merged = names[:1203]
+    assert await store.write_metadata(env.id, "github", merged, {"m": 2}, merge=True) == []
+    assert await rows_with('{"bulk":1,"m":2}') == 1203
+    assert await rows_with('{"bulk":1}') == count - 1203
+
+
+async def test_concurrent_metadata_merges_lose_nothing(store: SqlStore) -> None:
+    env = await store.create_environment("dev")
+    integration = await make_integration(store, env)
+    for name in ("a", "b", "c"):
+        await make_connection(store, integration, name, metadata={})
+
+    async def merge(index: int) -> list[str]:
+        # Overlapping sets in different orders: the lock order must be global.
+        targets = ["a", "b", "c"] if index % 2 else ["c", "b", "a"]
+        return await store.write_metadata(
+            env.id, "github", targets, {f"k{index}": index}, merge=True
+        )
+
+    assert await asyncio.gather(*(merge(index) for index in range(30))) == [[]] * 30
+    expected = {f"k{index}": index for index in range(30)}
+    for name in ("a", "b", "c"):
+        assert await metadata_of(store, env, name) == expected
+
+
 async def test_touch_last_fetched(store: SqlStore, clock: FakeClock) -> None:
     env = await store.create_environment("dev")
     connection = await make_connection(store, await make_integration(store, env))

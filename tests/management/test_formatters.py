@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from credentials.models import Connection, Integration, Provider
-from management.formatters import connection_json, integration_json, iso_z
+from management.formatters import (
+    connection_json,
+    connection_list_item,
+    end_user_json,
+    integration_json,
+    iso_offset,
+    iso_postgres,
+    iso_z,
+    without_refresh_tokens,
+)
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)
 UPDATED = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -147,7 +156,14 @@ def test_connection_full_shape() -> None:
         "provider_config_key": "github-prod",
         "provider": "github",
         "errors": [],
-        "end_user": {"id": "eu-1"},
+        # Stored sparse, shown with every field of the public end-user shape.
+        "end_user": {
+            "id": "eu-1",
+            "display_name": None,
+            "email": None,
+            "tags": None,
+            "organization": None,
+        },
         "tags": {"env": "Prod"},
         "metadata": {"plan": "pro"},
         "connection_config": {"subdomain": "acme"},
@@ -190,3 +206,108 @@ def test_connection_optional_values() -> None:
     assert data["updated_at"] is None
     assert "version" not in data
     assert "environment_id" not in data
+
+
+def test_connection_shows_the_webhook_override_and_the_chosen_config() -> None:
+    data = connection_json(
+        _connection(webhook_url_override="https://hooks.example.com/x"),
+        credentials={},
+        connection_config={"shown": "instead"},
+    )
+    assert data["webhook_url_override"] == "https://hooks.example.com/x"
+    assert data["connection_config"] == {"shown": "instead"}
+
+
+def test_connection_timestamps_in_the_get_style() -> None:
+    fetched = datetime(2026, 3, 4, 5, 6, 7, 89_000, tzinfo=UTC)
+    data = connection_json(
+        _connection(last_fetched_at=fetched), credentials={}, render_time=iso_offset
+    )
+    assert data["created_at"] == "2026-01-02T03:04:05.678+00:00"
+    assert data["updated_at"] == "2026-02-03T04:05:06.000+00:00"
+    assert data["last_fetched_at"] == "2026-03-04T05:06:07.089+00:00"
+
+
+# --- timestamps ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("moment", "rendered"),
+    [
+        (datetime(2026, 1, 1, 10, 20, 30, 123_456, tzinfo=UTC), "2026-01-01T10:20:30.123456+00:00"),
+        (datetime(2026, 1, 1, 10, 20, 30, 120_000, tzinfo=UTC), "2026-01-01T10:20:30.12+00:00"),
+        (datetime(2026, 1, 1, 10, 20, 30, 1, tzinfo=UTC), "2026-01-01T10:20:30.000001+00:00"),
+        (datetime(2026, 1, 1, 10, 20, 30, tzinfo=UTC), "2026-01-01T10:20:30+00:00"),
+        (
+            datetime(2026, 1, 1, 23, 0, tzinfo=timezone(timedelta(hours=-2))),
+            "2026-01-02T01:00:00+00:00",
+        ),
+    ],
+)
+def test_iso_postgres(moment: datetime, rendered: str) -> None:
+    assert iso_postgres(moment) == rendered
+
+
+def test_iso_offset() -> None:
+    assert iso_offset(CREATED) == "2026-01-02T03:04:05.678+00:00"
+    assert iso_offset(None) is None
+
+
+# --- list items and end users --------------------------------------------------------------
+
+
+def test_connection_list_item_shape() -> None:
+    item = connection_list_item(_connection(end_user=None))
+    assert item == {
+        "id": 11,
+        "connection_id": "user-1",
+        "provider_config_key": "github-prod",
+        "provider": "github",
+        "created": "2026-01-02T03:04:05.678901+00:00",
+        "metadata": {"plan": "pro"},
+        "tags": {"env": "Prod"},
+        "errors": [],
+        "end_user": None,
+    }
+    assert "stored" not in repr(item)  # never credentials
+
+
+def test_end_user_json_fills_every_field() -> None:
+    stored = {
+        "id": "u1",
+        "email": "a@example.com",
+        "organization": {"id": "org-1", "display_name": "Acme", "extra": "hidden"},
+        "internal": "hidden",
+    }
+    assert end_user_json(stored) == {
+        "id": "u1",
+        "display_name": None,
+        "email": "a@example.com",
+        "tags": None,
+        "organization": {"id": "org-1", "display_name": "Acme"},
+    }
+    assert end_user_json(None) is None
+    assert end_user_json({}) is None
+
+
+# --- refresh-token stripping ----------------------------------------------------------------
+
+
+def test_refresh_token_like_keys_are_removed_at_every_depth() -> None:
+    value = {
+        "type": "OAUTH2",
+        "access_token": "at",
+        "refresh_token": "rt",
+        "refreshToken": "rt",
+        "Refresh-Token": "rt",
+        "REFRESH_TOKEN_": "rt",
+        "refresh_token_expires_in": 3600,
+        "raw": {"refresh_token": "rt", "nested": [{"refreshtoken": "rt", "keep": 1}]},
+    }
+    assert without_refresh_tokens(value) == {
+        "type": "OAUTH2",
+        "access_token": "at",
+        "refresh_token_expires_in": 3600,
+        "raw": {"nested": [{"keep": 1}]},
+    }
+    assert value["refresh_token"] == "rt"  # a copy: the input is untouched
