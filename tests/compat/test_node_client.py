@@ -21,6 +21,7 @@ from authgate.bootstrap import start_core
 from credentials.config import CoreSettings
 from tests.compat.conftest import PUBLIC_URL, UNDEFINED, NodeClient, call
 from tests.e2e.conftest import Authgate
+from tests.e2e.management_calls import CONNECTION_FIELDS
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 CONNECT_TOKEN = re.compile(r"^nango_connect_session_[0-9a-f]{64}$")
@@ -43,22 +44,6 @@ LIST_ITEM_FIELDS = {
     "tags",
     "errors",
     "end_user",
-}
-CONNECTION_FIELDS = {
-    "id",
-    "connection_id",
-    "provider_config_key",
-    "provider",
-    "errors",
-    "end_user",
-    "tags",
-    "metadata",
-    "connection_config",
-    "webhook_url_override",
-    "created_at",
-    "updated_at",
-    "last_fetched_at",
-    "credentials",
 }
 # Tell the proxy to retry at once.
 NO_WAIT = {"Retry-After": "0"}

@@ -16,6 +16,24 @@ from tests.e2e.conftest import Authgate, json_of
 
 _DEFAULT = object()
 
+# Every field of the full connection object (§4.5 of the management API reference).
+CONNECTION_FIELDS = {
+    "id",
+    "connection_id",
+    "provider_config_key",
+    "provider",
+    "errors",
+    "end_user",
+    "tags",
+    "metadata",
+    "connection_config",
+    "webhook_url_override",
+    "created_at",
+    "updated_at",
+    "last_fetched_at",
+    "credentials",
+}
+
 
 async def call(
     authgate: Authgate,

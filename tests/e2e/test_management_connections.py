@@ -20,6 +20,7 @@ from yarl import URL
 from credentials.models import Environment
 from proxy.app import CORE
 from tests.e2e.conftest import Authgate, json_of
+from tests.e2e.management_calls import CONNECTION_FIELDS
 
 ORIGINAL_TOKEN = "at-original-0001"
 BOOLEAN_MESSAGE = (
@@ -29,22 +30,6 @@ BOOLEAN_MESSAGE = (
 ISO_MS_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+00:00$")
 POSTGRES_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d*[1-9])?\+00:00$")
 UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-FULL_FIELDS = {
-    "id",
-    "connection_id",
-    "provider_config_key",
-    "provider",
-    "errors",
-    "end_user",
-    "tags",
-    "metadata",
-    "connection_config",
-    "webhook_url_override",
-    "created_at",
-    "updated_at",
-    "last_fetched_at",
-    "credentials",
-}
 LIST_FIELDS = {
     "id",
     "connection_id",
@@ -472,7 +457,7 @@ async def test_get_returns_the_bare_connection_with_credentials(authgate: Authga
         webhook_url_override="https://hooks.example.com/in",
     )
     connection = await get_connection(authgate)
-    assert set(connection) == FULL_FIELDS
+    assert set(connection) == CONNECTION_FIELDS
     assert connection["connection_id"] == "conn-1"
     assert connection["provider_config_key"] == "oauth"
     assert connection["provider"] == "fake-oauth"

@@ -23,27 +23,12 @@ from authgate.operator import create_environment
 from authgate.serving import MAX_JSON_BODY
 from credentials.config import CoreSettings
 from tests.e2e.conftest import Authgate, Factory, json_of
+from tests.e2e.management_calls import CONNECTION_FIELDS
 
 OAUTH_CLIENT = {"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"}
 ORIGINAL_TOKEN = "at-original-0001"
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-CONNECTION_FIELDS = {
-    "id",
-    "connection_id",
-    "provider_config_key",
-    "provider",
-    "errors",
-    "end_user",
-    "tags",
-    "metadata",
-    "connection_config",
-    "webhook_url_override",
-    "created_at",
-    "updated_at",
-    "last_fetched_at",
-    "credentials",
-}
 
 
 # --- helpers -----------------------------------------------------------------------------
