@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 import orjson
 
+from credentials.connection_filter import ConnectionFilter, SqlParams
 from credentials.crypto import DecryptionError, Keyring
 from credentials.database import (
     Database,
-    Dialect,
     Executor,
     ForeignKeyViolation,
     Row,
@@ -150,10 +150,6 @@ def _loads_or_none(value: str | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 _INTEGRATION_COLUMNS = (
     "id, environment_id, unique_key, provider, display_name, forward_webhooks, "
     "credentials_enc, custom_enc, created_at, updated_at"
@@ -194,76 +190,6 @@ _LOCATE_CONNECTION = (
     " WHERE environment_id = $1 AND connection_id = $3 AND integration_id ="
     " (SELECT id FROM integrations WHERE environment_id = $1 AND unique_key = $2)"
 )
-
-
-class _Params:
-    """Collects SQL arguments and hands out their `$n` placeholders in order."""
-
-    def __init__(self, *initial: Any) -> None:
-        self.args: list[Any] = list(initial)
-
-    def add(self, value: Any) -> str:
-        self.args.append(value)
-        return f"${len(self.args)}"
-
-
-def _json_text(dialect: Dialect, column: str, *path: str) -> str:
-    """SQL for the text at `path` inside a JSON TEXT column (path parts are constants)."""
-    if dialect == "sqlite":
-        return f"json_extract({column}, '$.{'.'.join(path)}')"
-    return f"({column}::jsonb #>> '{{{','.join(path)}}}')"
-
-
-def _tag_condition(dialect: Dialect, params: _Params, key: str, value: str) -> str:
-    key_ph, value_ph = params.add(key), params.add(value)
-    if dialect == "sqlite":
-        return (
-            f"EXISTS (SELECT 1 FROM json_each(c.tags) AS t"
-            f" WHERE t.key = {key_ph} AND t.value = {value_ph})"
-        )
-    return f"(c.tags::jsonb ->> {key_ph}::text) = {value_ph}::text"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionFilter:
-    """The optional filters of `SqlStore.list_connections`, as Nango's list endpoint has."""
-
-    provider_config_keys: tuple[str, ...] | None = None
-    connection_id: str | None = None
-    search: str | None = None
-    end_user_id: str | None = None
-    end_user_organization_id: str | None = None
-    tags: tuple[tuple[str, str], ...] = ()
-
-    def where(self, dialect: Dialect, params: _Params) -> list[str]:
-        conditions: list[str] = []
-        if self.provider_config_keys is not None:
-            keys = ", ".join(params.add(key) for key in self.provider_config_keys)
-            conditions.append(f"i.unique_key IN ({keys})")
-        if self.connection_id is not None:
-            conditions.append(f"c.connection_id = {params.add(self.connection_id)}")
-        if self.search is not None:
-            conditions.append(self._search(dialect, params, self.search))
-        if self.end_user_id is not None:
-            column = _json_text(dialect, "c.end_user", "id")
-            conditions.append(f"{column} = {params.add(self.end_user_id)}")
-        if self.end_user_organization_id is not None:
-            column = _json_text(dialect, "c.end_user", "organization", "id")
-            conditions.append(f"{column} = {params.add(self.end_user_organization_id)}")
-        conditions.extend(_tag_condition(dialect, params, k, v) for k, v in self.tags)
-        return conditions
-
-    @staticmethod
-    def _search(dialect: Dialect, params: _Params, search: str) -> str:
-        # Nango matches a case-insensitive substring of the id, end user name or email.
-        pattern = params.add(f"%{_escape_like(search.lower())}%")
-        columns = (
-            "c.connection_id",
-            _json_text(dialect, "c.end_user", "display_name"),
-            _json_text(dialect, "c.end_user", "email"),
-        )
-        matches = (f"lower({column}) LIKE {pattern} ESCAPE '\\'" for column in columns)
-        return "(" + " OR ".join(matches) + ")"
 
 
 # Metadata writes name their rows with one array parameter: a JSON array read by
@@ -524,7 +450,7 @@ class SqlStore:
     async def _update_integration_row(
         self, environment_id: int, unique_key: str, changes: dict[str, Any]
     ) -> Row | None:
-        params = _Params(environment_id, unique_key)
+        params = SqlParams(environment_id, unique_key)
         assignments = [f"{column} = {params.add(value)}" for column, value in changes.items()]
         assignments.append(f"updated_at = {params.add(self._clock())}")
         try:
@@ -658,7 +584,7 @@ class SqlStore:
     async def _fetch_connections(
         self, environment_id: int, filters: ConnectionFilter, limit: int, offset: int
     ) -> list[Row]:
-        params = _Params(environment_id)
+        params = SqlParams(environment_id)
         conditions = ["c.environment_id = $1", *filters.where(self._db.dialect, params)]
         sql = (
             f"{_SELECT_CONNECTION} WHERE {' AND '.join(conditions)}"
@@ -711,7 +637,7 @@ class SqlStore:
             changes["webhook_url_override"] = webhook_url_override or None
         if not changes:
             return await self.get_connection(environment_id, provider_config_key, connection_id)
-        params = _Params(environment_id, provider_config_key, connection_id)
+        params = SqlParams(environment_id, provider_config_key, connection_id)
         assignments = [f"{column} = {params.add(value)}" for column, value in changes.items()]
         assignments.append(f"updated_at = {params.add(self._clock())}")
         row = await self._db.fetchrow(
@@ -784,7 +710,7 @@ class SqlStore:
                 connection.environment_id, connection.integration_id, connection.connection_id
             ),
         )
-        params = _Params(sealed, self._clock(), connection.id, connection.environment_id)
+        params = SqlParams(sealed, self._clock(), connection.id, connection.environment_id)
         extra = ""
         if connection_config is not UNCHANGED:
             extra = f", connection_config = {params.add(_dumps(connection_config))}"
