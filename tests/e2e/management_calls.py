@@ -14,7 +14,7 @@ from yarl import URL
 
 from tests.e2e.conftest import Authgate, json_of
 
-_DEFAULT = object()
+NO_BODY: Any = object()
 
 # Every field of the full connection object (§4.5 of the management API reference).
 CONNECTION_FIELDS = {
@@ -40,7 +40,7 @@ async def call(
     method: str,
     path: str,
     *,
-    body: Any = _DEFAULT,
+    body: Any = NO_BODY,
     raw: bytes | None = None,
     key: str | None = None,
     headers: dict[str, str] | None = None,
@@ -53,7 +53,7 @@ async def call(
         response = await authgate.session.request(
             method, url, data=io.BytesIO(raw), headers=sent, skip_auto_headers=["Content-Type"]
         )
-    elif body is _DEFAULT:
+    elif body is NO_BODY:
         # aiohttp would label an empty POST application/octet-stream (a 415 here).
         response = await authgate.session.request(
             method, url, headers=sent, skip_auto_headers=["Content-Type"]

@@ -20,7 +20,8 @@ from yarl import URL
 from credentials.models import Environment
 from proxy.app import CORE
 from tests.e2e.conftest import Authgate, json_of
-from tests.e2e.management_calls import CONNECTION_FIELDS
+from tests.e2e.management_calls import CONNECTION_FIELDS, NO_BODY, assert_error
+from tests.e2e.management_calls import call as shared_call
 
 ORIGINAL_TOKEN = "at-original-0001"
 BOOLEAN_MESSAGE = (
@@ -49,34 +50,15 @@ NODE_HEADERS = {
     "Nango-Is-Dry-Run": "false",
     "Content-Type": "application/json",
 }
-_NO_BODY = object()
 
 
 # --- helpers -----------------------------------------------------------------------------
 
 
-async def call(
-    authgate: Authgate,
-    method: str,
-    target: str,
-    *,
-    body: Any = _NO_BODY,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    """One request with `target` on the wire as written; the answer must be JSON, never a
-    5xx, and an error must name its code in the X-Authgate-Error header."""
-    url = URL(str(authgate.url).rstrip("/") + target, encoded=True)
-    sent = {**authgate.auth(), **NODE_HEADERS, **(headers or {})}
-    if body is _NO_BODY:
-        response = await authgate.session.request(method, url, headers=sent)
-    else:
-        response = await authgate.session.request(method, url, json=body, headers=sent)
-    payload = await json_of(response)
-    assert response.content_type == "application/json", (response.status, payload)
-    assert response.status < 500, payload
-    if response.status >= 400:
-        assert response.headers["X-Authgate-Error"] == payload["error"]["code"]
-    return response.status, payload
+async def call(authgate: Authgate, method: str, target: str, **options: Any) -> tuple[int, Any]:
+    """`management_calls.call` with the headers @nangohq/node adds to every request."""
+    headers = {**NODE_HEADERS, **(options.pop("headers", None) or {})}
+    return await shared_call(authgate, method, target, headers=headers, **options)
 
 
 def node_get_target(
@@ -114,15 +96,6 @@ async def list_connections(authgate: Authgate, query: str = "") -> list[dict[str
 
 def ids(items: list[dict[str, Any]]) -> list[str]:
     return [item["connection_id"] for item in items]
-
-
-def assert_error(
-    status: int, payload: Any, expected: int, code: str, message: str | None = None
-) -> None:
-    assert status == expected, payload
-    assert payload["error"]["code"] == code, payload
-    if message is not None:
-        assert payload["error"]["message"] == message, payload
 
 
 def assert_issue(
@@ -563,7 +536,7 @@ async def test_the_key_is_required_and_checked(
 ) -> None:
     await oauth_connection(authgate)
     for method in ("GET", "DELETE", "PATCH"):
-        body: Any = {} if method == "PATCH" else _NO_BODY
+        body: Any = {} if method == "PATCH" else NO_BODY
         status, payload = await call(authgate, method, f"/connections/conn-1{query}", body=body)
         issue = assert_issue(
             status, payload, "invalid_query_params", ["provider_config_key"], issue_code
@@ -616,7 +589,7 @@ async def test_bad_path_ids_are_invalid_uri_params(authgate: Authgate, written: 
         ("DELETE", "?provider_config_key=oauth"),
         ("PATCH", "?provider_config_key=oauth"),
     ):
-        body: Any = {} if method == "PATCH" else _NO_BODY
+        body: Any = {} if method == "PATCH" else NO_BODY
         status, payload = await call(authgate, method, f"/connections/{written}{query}", body=body)
         assert_issue(status, payload, "invalid_uri_params", ["connectionId"], "")
 
@@ -754,7 +727,7 @@ async def test_patch_sets_and_clears_the_webhook_override(authgate: Authgate) ->
     assert (await get_connection(authgate))["webhook_url_override"] is None
 
 
-@pytest.mark.parametrize("body", [_NO_BODY, {}])
+@pytest.mark.parametrize("body", [NO_BODY, {}])
 async def test_an_empty_patch_changes_nothing(authgate: Authgate, body: Any) -> None:
     await oauth_connection(authgate, tags={"keep": "me"}, metadata={"m": 1})
     before = await get_connection(authgate)

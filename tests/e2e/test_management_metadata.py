@@ -16,6 +16,7 @@ import pytest
 from yarl import URL
 
 from tests.e2e.conftest import TEST_PROVIDERS, Authgate, Factory, json_of
+from tests.e2e.management_calls import call as shared_call
 
 REGIONAL_PROVIDER = """
 fake-regional:
@@ -34,7 +35,6 @@ NODE_HEADERS = {
     "Nango-Is-Dry-Run": "false",
 }
 BULK_SUFFIX = ". No actions were taken on any of the connections as a result of this failure."
-_NO_BODY = object()
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -58,30 +58,10 @@ async def authgate(make_authgate: Factory, tmp_path: Path) -> Authgate:
     return instance
 
 
-async def call(
-    authgate: Authgate,
-    method: str,
-    target: str,
-    *,
-    body: Any = _NO_BODY,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    """One request with `target` on the wire as written; the answer must be JSON, never a
-    5xx, and an error must name its code in the X-Authgate-Error header."""
-    url = URL(str(authgate.url).rstrip("/") + target, encoded=True)
-    sent = {**authgate.auth(), **NODE_HEADERS, **(headers or {})}
-    if body is _NO_BODY:
-        response = await authgate.session.request(
-            method, url, headers=sent, skip_auto_headers=["Content-Type"]
-        )
-    else:
-        response = await authgate.session.request(method, url, json=body, headers=sent)
-    payload = await json_of(response)
-    assert response.content_type == "application/json", (response.status, payload)
-    assert response.status < 500, payload
-    if response.status >= 400:
-        assert response.headers["X-Authgate-Error"] == payload["error"]["code"]
-    return response.status, payload
+async def call(authgate: Authgate, method: str, target: str, **options: Any) -> tuple[int, Any]:
+    """`management_calls.call` with the headers @nangohq/node adds to every request."""
+    headers = {**NODE_HEADERS, **(options.pop("headers", None) or {})}
+    return await shared_call(authgate, method, target, headers=headers, **options)
 
 
 async def metadata_of(authgate: Authgate, connection_id: str, key: str = "reg") -> Any:
