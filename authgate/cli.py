@@ -11,9 +11,13 @@
                                    remove a variable
     authgate key create ENV        a new secret key for ENV; prints it
     authgate key revoke KEY        revoke a secret key (KEY `-`: read it from stdin)
+    authgate keys rotate           re-encrypt every stored secret under the first
+                                   AUTHGATE_ENCRYPTION_KEY (safe while serving; rerun
+                                   after an interruption)
 
 Configuration comes from environment variables only (see README); an invalid value
-stops the process with a message naming the variable.
+stops the process with a message naming the variable (exit 2). A database that cannot
+be reached stops it with exit 3.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from credentials.config import ConfigError, CoreSettings
+from credentials.database import StoreUnavailable
 from credentials.jsonlog import configure_logging
 from management.settings import ManagementSettings
 from proxy.settings import ProxySettings
 
 EXIT_CONFIG = 2
+EXIT_STORE_UNAVAILABLE = 3
 
 if TYPE_CHECKING:
     # Generic only in the type stubs; at run time the class cannot be subscripted.
@@ -44,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as problem:
         print(f"authgate: configuration error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    except StoreUnavailable as problem:
+        # The message names the dialect and the failure only, never the DSN.
+        print(f"authgate: {problem}", file=sys.stderr)
+        return EXIT_STORE_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
 
@@ -56,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("management", help="the control plane only").set_defaults(run=_management)
     _environment_commands(commands)
     _key_commands(commands)
+    _encryption_key_commands(commands)
     return parser
 
 
@@ -91,6 +102,31 @@ def _key_commands(commands: Subparsers) -> None:
     revoke = key.add_parser("revoke", help="revoke a secret key")
     revoke.add_argument("secret_key", help="the key, or - to read it from stdin")
     revoke.set_defaults(run=_key_revoke)
+
+
+def _encryption_key_commands(commands: Subparsers) -> None:
+    keys = commands.add_parser("keys", help="encryption keys").add_subparsers(
+        dest="action", required=True
+    )
+    rotate = keys.add_parser(
+        "rotate", help="re-encrypt every stored secret under the first AUTHGATE_ENCRYPTION_KEY"
+    )
+    rotate.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="rows read per query (default 500)",
+    )
+    rotate.set_defaults(run=_keys_rotate)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -156,6 +192,13 @@ def _key_revoke(args: argparse.Namespace) -> int:
 
     secret_key = _argument_or_stdin(args.secret_key).strip()
     return _run_operator(revoke_key(_core_settings(), secret_key))
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from authgate.operator import ROTATION_BATCH_SIZE, rotate_keys
+
+    batch_size = args.batch_size or ROTATION_BATCH_SIZE
+    return _run_operator(rotate_keys(_core_settings(), batch_size=batch_size))
 
 
 def _argument_or_stdin(value: str) -> str:

@@ -1,8 +1,8 @@
-"""Operator commands: environments, their secret keys and their variables.
+"""Operator commands: environments, their secret keys and variables, encryption keys.
 
 A new key is printed once on stdout and only its hash is stored, so it cannot be shown
 again; lose it and create another. Messages for the operator go to stderr, so stdout
-carries only what a script would capture (a key, a listing).
+carries only what a script would capture (a key, a listing, a rotation summary).
 """
 
 from __future__ import annotations
@@ -11,17 +11,28 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from authgate.bootstrap import start_core
-from credentials.config import CoreSettings
+from authgate.bootstrap import encryption_keys, start_core
+from credentials.config import ConfigError, CoreSettings
+from credentials.crypto import TOKEN_PREFIX, Keyring
+from credentials.database import Executor
 from credentials.models import Environment
 from credentials.runtime import CoreServices
 from credentials.secret_keys import generate_secret_key, hash_secret_key, is_uuid_v4
-from credentials.store import AlreadyExists, SqlStore
+from credentials.store import AlreadyExists, SqlStore, open_store
 
 ENVIRONMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Printable, no whitespace: a name has to survive shells, .env files and log lines intact.
 VARIABLE_NAME = re.compile(r"^[!-~]{1,255}$")
+ROTATION_BATCH_SIZE = 500
+# Every column that holds a keyring ciphertext (the ones `SqlStore.reencrypt_all` rewraps).
+SEALED_COLUMNS = (
+    ("connections", "credentials_enc"),
+    ("integrations", "credentials_enc"),
+    ("integrations", "custom_enc"),
+    ("environment_variables", "value_enc"),
+)
 
 
 def _say(message: str) -> None:
@@ -135,6 +146,75 @@ def _valid_variable_name(name: str) -> bool:
         return True
     _say("variable names are 1-255 printable characters without spaces")
     return False
+
+
+# --- encryption keys -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    primary_key_id: str
+    reencrypted: int
+    """Values rewritten under the primary key by this run."""
+    remaining: int
+    """Values still under another key afterwards: undecryptable (the store logged which),
+    or written meanwhile by a process whose keyring puts an older key first."""
+
+
+async def rotate_keys(settings: CoreSettings, *, batch_size: int = ROTATION_BATCH_SIZE) -> int:
+    """`authgate keys rotate`: re-encrypt every stored secret under the first configured key.
+
+    Safe while servers are running (each row is rewritten with a compare-and-set on its
+    old ciphertext, so a concurrent write wins) and resumable (progress is the data
+    itself: a rerun rewrites only what is still under an older key). Prints a summary on
+    stdout; exits 1 while anything is left under an older key, since that key is then
+    still needed.
+    """
+    try:
+        keyring = Keyring(encryption_keys(settings, _say))
+    except ValueError as problem:
+        raise ConfigError("AUTHGATE_ENCRYPTION_KEY", str(problem)) from None
+    store = await open_store(settings.database_url, keyring)
+    try:
+        report = await reencrypt_everything(store, batch_size=batch_size)
+    finally:
+        await store.close()
+    print(
+        f"re-encrypted {report.reencrypted} values under key {report.primary_key_id};"
+        f" {report.remaining} skipped"
+    )
+    if report.remaining:
+        _say(
+            f"{report.remaining} values are still under an older key: they do not decrypt"
+            " with any configured key (see the warnings), or a process whose"
+            " AUTHGATE_ENCRYPTION_KEY does not list the new key first wrote them."
+            " Keep the old keys configured, fix that, and run this again."
+        )
+        return 1
+    return 0
+
+
+async def reencrypt_everything(store: SqlStore, *, batch_size: int) -> RotationReport:
+    reencrypted = await store.reencrypt_all(batch_size=batch_size)
+    primary = store.keyring.primary_key_id
+    remaining = await count_under_other_keys(store.db, primary)
+    return RotationReport(primary, reencrypted, remaining)
+
+
+async def count_under_other_keys(db: Executor, key_id: str) -> int:
+    """How many stored ciphertexts were not written under `key_id`."""
+    prefix = f"{TOKEN_PREFIX}.{key_id}."
+    total = 0
+    for table, column in SEALED_COLUMNS:
+        # substr, not LIKE: SQLite's LIKE ignores case. Names are this module's constants.
+        total += int(
+            await db.fetchval(
+                f"SELECT COUNT(*) FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
+                f" AND substr({column}, 1, {len(prefix)}) <> $1",
+                prefix,
+            )
+        )
+    return total
 
 
 # --- plumbing --------------------------------------------------------------------------------

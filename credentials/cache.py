@@ -1,7 +1,10 @@
 """A small in-process cache with a time-to-live and a size bound.
 
-Entries are dropped on expiry or on an explicit change notification from the store; the
-bound protects memory when a caller sprays unknown keys.
+An expired entry is no longer returned by `get`, but it is kept (until replaced, dropped
+by a change notification or pushed out by the size bound) so that `stale` can still
+serve it while the store is unreachable: expired means "re-check", not "wrong". A change
+notification means wrong, so `discard` removes the entry for good. The bound protects
+memory when a caller sprays unknown keys.
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ class LocalCache(Generic[K, V]):
             return None
         expires_at, value = entry
         if expires_at < self._clock():
-            del self._entries[key]
             return None
         return value
+
+    def stale(self, key: K) -> V | None:
+        """The entry even if it has expired: the last known value, for outages."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
 
     def put(self, key: K, value: V) -> None:
         if key not in self._entries and len(self._entries) >= self._max_entries:

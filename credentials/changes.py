@@ -17,6 +17,7 @@ from collections.abc import Callable
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from credentials.redis_client import open_redis
 from credentials.store import ChangeEvent
 from credentials.tasks import spawn
 
@@ -70,13 +71,16 @@ class RedisChangeBridge:
         self._hub = hub
         self._channel = channel
         self._origin = uuid.uuid4().hex.encode()
-        self._client: redis.Redis = redis.from_url(redis_url)
+        # Short timeouts: a dead or unroutable Redis must fail fast, so start() and the
+        # readiness probe never wait on it and the listener retries in the background.
+        self._client: redis.Redis = open_redis(redis_url)
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._closing = False
         self.subscribed = asyncio.Event()
 
     async def start(self) -> None:
+        """Returns at once: subscribing (and retrying while Redis is down) runs behind."""
         self._hub.outbox = self._send
         self._task = spawn(self._run(), name="redis-change-bridge")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 DEFAULT_DATA_DIR = Path(".authgate")
 DEFAULT_DATABASE_URL = "sqlite:///./.authgate/authgate.db"
 DEFAULT_REDIS_PREFIX = "authgate"
+# Nango refreshes OAuth tokens 15 minutes before they expire.
+DEFAULT_REFRESH_MARGIN = 900.0
 ENCRYPTION_KEY_BYTES = 32
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -152,6 +154,8 @@ class CoreSettings:
     data_dir: Path = DEFAULT_DATA_DIR
     providers_file: Path | None = None
     redis_prefix: str = DEFAULT_REDIS_PREFIX
+    allow_private_upstreams: bool = False
+    refresh_margin: float = DEFAULT_REFRESH_MARGIN
 
     @property
     def uses_sqlite(self) -> bool:
@@ -183,5 +187,9 @@ class CoreSettings:
             redis_prefix=_check_prefix(
                 "AUTHGATE_REDIS_PREFIX",
                 read_str(environ, "AUTHGATE_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
+            ),
+            allow_private_upstreams=read_bool(environ, "AUTHGATE_ALLOW_PRIVATE_UPSTREAMS", False),
+            refresh_margin=read_float(
+                environ, "AUTHGATE_REFRESH_MARGIN", DEFAULT_REFRESH_MARGIN, maximum=86_400
             ),
         )

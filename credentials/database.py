@@ -5,6 +5,12 @@ them to SQLite's numbered `?1, ?2`, which bind from a tuple the same way. Rows c
 as plain dicts in both dialects, and constraint failures surface as our own
 `UniqueViolation` / `ForeignKeyViolation`, so nothing above this module imports a driver.
 
+A database that cannot be reached (refused or lost connection, server shutting down, no
+pooled connection within `ACQUIRE_TIMEOUT_S`, SQLite file that cannot be opened or read)
+surfaces as `StoreUnavailable`, whose message names neither the DSN nor a password.
+Genuine SQL errors keep their own types. The PostgreSQL pool heals by itself: a
+connection found closed is replaced on the next acquire.
+
 SQLite runs on one connection. An asyncio lock serialises statements so that one task's
 transaction never interleaves with another task's statements on the shared connection;
 WAL mode keeps other processes' readers unblocked while a write is in progress.
@@ -31,8 +37,25 @@ Row = Mapping[str, Any]
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# How long a statement may wait for a pooled PostgreSQL connection, connecting included:
+# a dead server fails a request after this long instead of hanging it.
+ACQUIRE_TIMEOUT_S = 5.0
 
 _SQLITE_UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+# Primary result codes (extended names start with them, e.g. SQLITE_IOERR_WRITE) that
+# mean the file cannot be used right now, as opposed to a statement being wrong.
+_SQLITE_UNAVAILABLE_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_FULL")
+# Connection-level failures of PostgreSQL: refused, reset or lost connections (OSError
+# covers TimeoutError, hence a timed-out acquire), SQLSTATE class 08, and a server that
+# is starting, shutting down or out of connection slots.
+_POSTGRES_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
 # Quoted literals and identifiers are matched first so a `$1` inside them stays untouched.
 _PLACEHOLDER = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|\$(\d+)""")
 
@@ -47,6 +70,24 @@ class UniqueViolation(IntegrityViolation):
 
 class ForeignKeyViolation(IntegrityViolation):
     """A row referenced a parent that does not exist (e.g. deleted concurrently)."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached right now; trying again later may succeed.
+
+    Every write authgate makes is one statement or one transaction, so a write that
+    failed this way was applied whole or not at all (not at all, unless the connection
+    died after the server committed but before it answered). The message names the
+    dialect and the failure's type only, never the DSN, a password or a value.
+    """
+
+    def __init__(self, dialect: Dialect, failure: BaseException | str) -> None:
+        reason = failure if isinstance(failure, str) else type(failure).__name__
+        super().__init__(f"the {_DIALECT_NAMES[dialect]} database is unreachable ({reason})")
+        self.dialect = dialect
+
+
+_DIALECT_NAMES: dict[Dialect, str] = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 
 class Executor(Protocol):
@@ -118,6 +159,11 @@ async def _sqlite_errors() -> AsyncIterator[None]:
         if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
             raise ForeignKeyViolation(str(exc)) from exc
         raise
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorname.startswith(_SQLITE_UNAVAILABLE_ERRORS):
+            # from None: the driver's message may carry the file path.
+            raise StoreUnavailable("sqlite", exc.sqlite_errorname) from None
+        raise
 
 
 async def _run(conn: aiosqlite.Connection, sql: str) -> None:
@@ -155,6 +201,19 @@ class _SqliteSession:
         return None if row is None else next(iter(row.values()))
 
 
+async def _connect_sqlite(path: str) -> aiosqlite.Connection:
+    # isolation_level=None: the sqlite3 module must not open transactions on its own;
+    # ours begin with BEGIN IMMEDIATE so writers queue up front instead of deadlocking.
+    connecting = aiosqlite.connect(path, isolation_level=None)
+    try:
+        return await connecting
+    except BaseException:
+        # On a failed connect aiosqlite tells its worker thread to stop but does not wait
+        # for it; a thread that outlives the event loop dies with "Event loop is closed".
+        await asyncio.to_thread(connecting._thread.join)
+        raise
+
+
 class SqliteDatabase:
     """One aiosqlite connection in autocommit mode; transactions are explicit."""
 
@@ -166,18 +225,20 @@ class SqliteDatabase:
 
     @classmethod
     async def open(cls, path: str) -> SqliteDatabase:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: the sqlite3 module must not open transactions on its own;
-        # ours begin with BEGIN IMMEDIATE so writers queue up front instead of deadlocking.
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        # aiosqlite annotates row_factory as a type; sqlite3 accepts any such callable.
-        conn.row_factory = _dict_row  # type: ignore[assignment]
         try:
-            await cls._configure(conn, in_memory=path == ":memory:")
-        except BaseException:
-            await conn.close()
-            raise
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable("sqlite", exc) from None
+        async with _sqlite_errors():
+            conn = await _connect_sqlite(path)
+            # aiosqlite annotates row_factory as a type; sqlite3 accepts any such callable.
+            conn.row_factory = _dict_row  # type: ignore[assignment]
+            try:
+                await cls._configure(conn, in_memory=path == ":memory:")
+            except BaseException:
+                await conn.close()
+                raise
         return cls(conn)
 
     @staticmethod
@@ -221,7 +282,8 @@ class SqliteDatabase:
         async with self._exclusive() as session:
             self._tx_owner = asyncio.current_task()
             try:
-                await _run(self._conn, "BEGIN IMMEDIATE")
+                async with _sqlite_errors():
+                    await _run(self._conn, "BEGIN IMMEDIATE")
                 try:
                     yield session
                 except BaseException:
@@ -261,6 +323,28 @@ async def _postgres_errors() -> AsyncIterator[None]:
         raise UniqueViolation(str(exc)) from exc
     except asyncpg.ForeignKeyViolationError as exc:
         raise ForeignKeyViolation(str(exc)) from exc
+    except asyncpg.InterfaceError as exc:
+        # Most interface errors are our bugs (wrong argument count, ...); a closed pool
+        # or connection is the one that means "unreachable".
+        if not _is_closed_error(exc):
+            raise
+        raise StoreUnavailable("postgres", exc) from None
+    except _POSTGRES_UNAVAILABLE_ERRORS as exc:
+        # from None: a connection error's text and context may carry the DSN.
+        raise StoreUnavailable("postgres", exc) from None
+
+
+def _is_closed_error(exc: asyncpg.InterfaceError) -> bool:
+    message = str(exc)
+    return "is closed" in message or "is closing" in message
+
+
+async def _roll_back(transaction: Any) -> None:
+    # A dead connection took its transaction with it (the server rolls back); the
+    # error that made us roll back is the one worth raising, not this one.
+    with contextlib.suppress(StoreUnavailable):
+        async with _postgres_errors():
+            await transaction.rollback()
 
 
 def _affected_rows(status: str) -> int:
@@ -270,10 +354,10 @@ def _affected_rows(status: str) -> int:
 
 
 class _PostgresSession:
-    """Runs statements on a pool (one connection per call) or on one connection."""
+    """Runs statements on one connection (pooled, or a transaction's)."""
 
-    def __init__(self, target: Any) -> None:
-        self._target = target
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
 
     @property
     def dialect(self) -> Dialect:
@@ -281,38 +365,90 @@ class _PostgresSession:
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with _postgres_errors():
-            status: str = await self._target.execute(sql, *args)
+            status: str = await self._conn.execute(sql, *args)
         return _affected_rows(status)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         async with _postgres_errors():
-            records = await self._target.fetch(sql, *args)
+            records = await self._conn.fetch(sql, *args)
         return [dict(record) for record in records]
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         async with _postgres_errors():
-            record = await self._target.fetchrow(sql, *args)
+            record = await self._conn.fetchrow(sql, *args)
         return None if record is None else dict(record)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         async with _postgres_errors():
-            return await self._target.fetchval(sql, *args)
+            return await self._conn.fetchval(sql, *args)
 
 
-class PostgresDatabase(_PostgresSession):
-    def __init__(self, pool: Any) -> None:
-        super().__init__(pool)
+class PostgresDatabase:
+    """An asyncpg pool; every statement borrows a connection for as long as it runs."""
+
+    def __init__(self, pool: Any, *, acquire_timeout: float = ACQUIRE_TIMEOUT_S) -> None:
         self._pool = pool
+        self._acquire_timeout = acquire_timeout
 
     @classmethod
-    async def open(cls, dsn: str, *, max_size: int) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
-        return cls(pool)
+    async def open(
+        cls, dsn: str, *, max_size: int, acquire_timeout: float = ACQUIRE_TIMEOUT_S
+    ) -> PostgresDatabase:
+        async with _postgres_errors():
+            # `timeout` bounds each connection attempt, at start-up and on reconnects.
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=max_size, timeout=acquire_timeout
+            )
+        return cls(pool, acquire_timeout=acquire_timeout)
+
+    @property
+    def dialect(self) -> Dialect:
+        return "postgres"
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        # Acquiring reconnects a pooled connection that was found closed, so the pool
+        # recovers on its own once the server is back. Only the pool's own steps are
+        # translated here: what the caller's block raises stays the caller's.
+        async with _postgres_errors():
+            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        try:
+            yield conn
+        finally:
+            async with _postgres_errors():
+                await self._pool.release(conn)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._connection() as conn:
+            return await _PostgresSession(conn).execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._connection() as conn:
+            return await _PostgresSession(conn).fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._connection() as conn:
+            return await _PostgresSession(conn).fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._connection() as conn:
+            return await _PostgresSession(conn).fetchval(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _PostgresSession(conn)
+        async with self._connection() as conn:
+            transaction = conn.transaction()
+            async with _postgres_errors():
+                await transaction.start()
+            try:
+                yield _PostgresSession(conn)
+            except BaseException:
+                await _roll_back(transaction)
+                raise
+            # A connection lost at COMMIT is an outage too; the server rolls back a
+            # transaction whose connection died, so nothing is left half-written.
+            async with _postgres_errors():
+                await transaction.commit()
 
     async def close(self) -> None:
         await self._pool.close()

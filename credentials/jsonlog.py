@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import orjson
 
+_TRACE_FRAMES = 3
 _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
@@ -30,9 +34,17 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD_ATTRIBUTES:
                 entry[key] = value
         if record.exc_info and record.exc_info[0] is not None:
-            # The type only: a traceback can quote local values, which may be secrets.
+            # The type and where it was raised, never the message or the values: those
+            # can quote local values, which may be secrets.
             entry["exception"] = record.exc_info[0].__name__
+            entry["exception_at"] = _where(record.exc_info[2])
         return orjson.dumps(entry, default=str).decode()
+
+
+def _where(trace: TracebackType | None) -> list[str]:
+    """`module:line` of the innermost frames, where the exception was raised."""
+    frames = traceback.extract_tb(trace)[-_TRACE_FRAMES:]
+    return [f"{Path(frame.filename).stem}:{frame.lineno}" for frame in frames]
 
 
 def configure_logging(level: str = "INFO") -> None:

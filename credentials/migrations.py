@@ -138,9 +138,29 @@ _CONNECT_SESSIONS = (
     "ALTER TABLE connections ADD COLUMN webhook_url_override TEXT",
 )
 
+_REFRESH_STATE = (
+    # The refresh lifecycle of a connection: consecutive failures, the last reason, when
+    # an unforced retry may happen, and whether only a re-authorisation can help.
+    "ALTER TABLE connections ADD COLUMN refresh_failures BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE connections ADD COLUMN refresh_error TEXT",
+    "ALTER TABLE connections ADD COLUMN refresh_retry_at BIGINT",
+    "ALTER TABLE connections ADD COLUMN needs_reauth BOOLEAN NOT NULL DEFAULT FALSE",
+    "ALTER TABLE connections ADD COLUMN last_refresh_at BIGINT",
+    # Store-level leases: the refresh lock used when Redis is unreachable. A row is held
+    # until `expires_at` (epoch ms) unless its holder renews it.
+    """
+    CREATE TABLE refresh_leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL_SCHEMA),
     Migration(2, "connect sessions, webhook URL override", _CONNECT_SESSIONS),
+    Migration(3, "refresh state, refresh leases", _REFRESH_STATE),
 )
 
 _CREATE_LEDGER = """

@@ -68,6 +68,23 @@ class Integration:
 
 
 @dataclass(frozen=True, slots=True)
+class RefreshState:
+    """Where a connection stands in the refresh lifecycle.
+
+    Healthy is all defaults. `failures` counts consecutive failed refreshes and `error`
+    names the last one's reason (`invalid_grant`, `provider_5xx`, `network`, ...);
+    `retry_at` (epoch ms) is when an unforced refresh may be tried again; `needs_reauth`
+    means the provider refused for good and only a new authorisation can help.
+    """
+
+    failures: int = 0
+    error: str | None = None
+    retry_at: int | None = None
+    needs_reauth: bool = False
+    last_refresh_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Connection:
     """One end user's credentials for one integration, decrypted.
 
@@ -92,6 +109,7 @@ class Connection:
     updated_at: datetime | None = None
     last_fetched_at: datetime | None = None
     webhook_url_override: str | None = None
+    refresh: RefreshState = RefreshState()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as redis
+
+from credentials.change_waiters import ChangeWaiters
 from credentials.changes import ChangeHub, RedisChangeBridge
 from credentials.config import CoreSettings
 from credentials.crypto import Keyring
+from credentials.grants import TokenHttp
 from credentials.keys import SecretKeyResolver
+from credentials.locks import RedisLock, RefreshLocks, StoreLease
 from credentials.providers import Catalogue, load_catalogue
+from credentials.redis_client import open_redis
+from credentials.refresh import Refresher, RefreshSettings
 from credentials.store import SqlStore, open_store
 
 
@@ -26,11 +33,17 @@ class CoreServices:
     catalogue: Catalogue
     keys: SecretKeyResolver
     changes: ChangeHub
+    refresher: Refresher
+    token_http: TokenHttp
     bridge: RedisChangeBridge | None = None
+    redis: redis.Redis | None = None
 
     async def close(self) -> None:
         if self.bridge is not None:
             await self.bridge.close()
+        await self.token_http.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.store.close()
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -57,8 +70,26 @@ async def open_core(settings: CoreSettings, keyring: Keyring) -> CoreServices:
     store.subscribe(changes.local)
     keys = SecretKeyResolver(store)
     changes.subscribe(keys.on_change, reset=keys.clear)
-    bridge = None
+    waiters = ChangeWaiters()
+    changes.subscribe(waiters.on_change, reset=waiters.reset)
+    bridge = client = None
     if settings.redis_url is not None:
         bridge = RedisChangeBridge(changes, settings.redis_url, f"{settings.redis_prefix}:changes")
         await bridge.start()
-    return CoreServices(settings, store, catalogue, keys, changes, bridge)
+        client = open_redis(settings.redis_url)
+    token_http = TokenHttp(allow_private=settings.allow_private_upstreams)
+    refresher = Refresher(
+        store,
+        _refresh_locks(store, client, settings.redis_prefix),
+        token_http,
+        waiters,
+        RefreshSettings(margin=settings.refresh_margin),
+    )
+    return CoreServices(
+        settings, store, catalogue, keys, changes, refresher, token_http, bridge, client
+    )
+
+
+def _refresh_locks(store: SqlStore, client: redis.Redis | None, prefix: str) -> RefreshLocks:
+    redis_lock = None if client is None else RedisLock(client, prefix=prefix)
+    return RefreshLocks(redis_lock, StoreLease(store.db))

@@ -38,7 +38,7 @@ from credentials.database import (
     open_database,
 )
 from credentials.migrations import migrate
-from credentials.models import Connection, Environment, Integration, JsonDict
+from credentials.models import Connection, Environment, Integration, JsonDict, RefreshState
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +169,11 @@ _CONNECTION_FIELDS = (
     "updated_at",
     "last_fetched_at",
     "webhook_url_override",
+    "refresh_failures",
+    "refresh_error",
+    "refresh_retry_at",
+    "needs_reauth",
+    "last_refresh_at",
 )
 _SELECT_CONNECTION = (
     "SELECT "
@@ -184,6 +189,10 @@ _RETURNING_CONNECTION = (
     " AS provider_config_key"
     ", (SELECT provider FROM integrations WHERE integrations.id = connections.integration_id)"
     " AS provider"
+)
+# New credentials (a re-authorisation, an import) start the refresh lifecycle afresh.
+_HEALTHY_REFRESH_STATE = (
+    " refresh_failures = 0, refresh_error = NULL, refresh_retry_at = NULL, needs_reauth = FALSE"
 )
 # Locates one connection by its public names, given $1 environment, $2 key, $3 id.
 _LOCATE_CONNECTION = (
@@ -517,7 +526,7 @@ class SqlStore:
                 " metadata = excluded.metadata, tags = excluded.tags,"
                 " end_user = excluded.end_user,"
                 " webhook_url_override = excluded.webhook_url_override,"
-                " version = connections.version + 1,"
+                " version = connections.version + 1," + _HEALTHY_REFRESH_STATE + ","
                 " updated_at = excluded.updated_at" + _RETURNING_CONNECTION,
                 environment_id,
                 integration.id,
@@ -700,9 +709,11 @@ class SqlStore:
     ) -> Connection | None:
         """Compare-and-set: write only if the stored version is still `expected_version`.
 
-        Returns the updated connection (version + 1), or None when another writer got
-        there first (or the connection is gone); the caller should re-read and decide
-        again, so a newer rotated refresh token is never overwritten by an older one.
+        A successful write is a successful refresh: the failure state is cleared and
+        `last_refresh_at` set. Returns the updated connection (version + 1), or None when
+        another writer got there first (or the connection is gone); the caller should
+        re-read and decide again, so a newer rotated refresh token is never overwritten
+        by an older one.
         """
         sealed = self._keyring.encrypt_json(
             credentials,
@@ -716,10 +727,41 @@ class SqlStore:
             extra = f", connection_config = {params.add(_dumps(connection_config))}"
         row = await self._db.fetchrow(
             "UPDATE connections SET credentials_enc = $1, version = version + 1,"
-            f" updated_at = $2{extra} WHERE id = $3 AND environment_id = $4"
+            f" updated_at = $2, last_refresh_at = $2,{_HEALTHY_REFRESH_STATE}{extra}"
+            " WHERE id = $3 AND environment_id = $4"
             f" AND version = {params.add(expected_version)}" + _RETURNING_CONNECTION,
             *params.args,
         )
+        return self._changed_connection(row)
+
+    async def record_refresh_failure(
+        self,
+        connection: Connection,
+        *,
+        error: str,
+        needs_reauth: bool,
+        retry_at: int | None,
+    ) -> Connection | None:
+        """Record a failed refresh, only if the credentials are still `connection.version`.
+
+        A failure seen with credentials another process has since replaced says nothing
+        about the new ones, so it is not recorded (None is returned; re-read instead).
+        The version is not bumped: the credentials did not change.
+        """
+        row = await self._db.fetchrow(
+            "UPDATE connections SET refresh_failures = refresh_failures + 1,"
+            " refresh_error = $1, needs_reauth = $2, refresh_retry_at = $3"
+            " WHERE id = $4 AND environment_id = $5 AND version = $6" + _RETURNING_CONNECTION,
+            error,
+            needs_reauth,
+            retry_at,
+            connection.id,
+            connection.environment_id,
+            connection.version,
+        )
+        return self._changed_connection(row)
+
+    def _changed_connection(self, row: Row | None) -> Connection | None:
         if row is None:
             return None
         updated = self._connection(row)
@@ -920,6 +962,13 @@ class SqlStore:
             updated_at=to_datetime(row["updated_at"]),
             last_fetched_at=to_datetime_or_none(row["last_fetched_at"]),
             webhook_url_override=row["webhook_url_override"],
+            refresh=RefreshState(
+                failures=int(row["refresh_failures"]),
+                error=row["refresh_error"],
+                retry_at=row["refresh_retry_at"],
+                needs_reauth=bool(row["needs_reauth"]),
+                last_refresh_at=row["last_refresh_at"],
+            ),
         )
 
     def _open_connection_credentials(self, row: Row) -> JsonDict:

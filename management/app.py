@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from credentials.database import StoreUnavailable
 from credentials.runtime import CoreServices
 from management.auth import authenticate, session_mode
-from management.errors import ApiError, error_response
+from management.errors import ApiError, error_response, store_unavailable_response
 from management.request_context import CORE, SETTINGS
 from management.routes import (
     connect,
@@ -65,6 +66,11 @@ async def management_middleware(request: web.Request, handler: Handler) -> web.S
         return await handler(request)
     except ApiError as error:
         return error_response(error)
+    except StoreUnavailable as outage:
+        # Expected while the database is down: one line, no traceback, and an answer
+        # that tells the client to come back rather than a 500.
+        log.warning("credential store unavailable: %s", outage, extra={"path": request.path})
+        return store_unavailable_response()
     except web.HTTPException as error:
         if error.status < 400:
             raise

@@ -3,6 +3,8 @@
 ApiError                      status, code, message, optional `errors` / `payload`
  ├── ValidationFailed         400  invalid_body / invalid_query_params / invalid_uri_params
  └── AuthenticationFailed     401  legacy shape with `payload: {}`
+
+The credential store being unreachable is a 503 `store_unavailable` with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import orjson
 from aiohttp import web
 
 ERROR_HEADER = "X-Authgate-Error"
+STORE_UNAVAILABLE_CODE = "store_unavailable"
+STORE_UNAVAILABLE_MESSAGE = "The credential store is unreachable; try again"
+# Seconds; an outage is usually a restart or failover, so retrying soon is reasonable.
+STORE_UNAVAILABLE_RETRY_AFTER = 1
 
 Issue = dict[str, Any]
 
@@ -56,6 +62,12 @@ def error_response(error: ApiError) -> web.Response:
         content_type="application/json",
         headers={ERROR_HEADER: error.code},
     )
+
+
+def store_unavailable_response() -> web.Response:
+    response = error_response(ApiError(503, STORE_UNAVAILABLE_CODE, STORE_UNAVAILABLE_MESSAGE))
+    response.headers["Retry-After"] = str(STORE_UNAVAILABLE_RETRY_AFTER)
+    return response
 
 
 def _summary(issues: list[Issue]) -> str:

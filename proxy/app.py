@@ -19,12 +19,15 @@ TARGETS = web.AppKey("targets", TargetCache)
 
 
 def add_proxy_routes(app: web.Application, settings: ProxySettings, core: CoreServices) -> None:
-    targets = TargetCache(core.store, core.catalogue, ttl=settings.cache_ttl)
+    targets = TargetCache(
+        core.store, core.catalogue, ttl=settings.cache_ttl, due_at=core.refresher.due_at
+    )
     core.changes.subscribe(targets.on_change, reset=targets.clear)
     upstream = Upstream(settings)
     app[TARGETS] = targets
     app.cleanup_ctx.append(_upstream_lifetime(upstream))
-    pipeline = build_pipeline(PipelineDeps(settings, core.keys, targets, upstream))
+    deps = PipelineDeps(settings, core.keys, targets, core.refresher, upstream)
+    pipeline = build_pipeline(deps)
     # `[\s\S]`, not `.`: aiohttp matches the decoded path, and `.` stops at a `%0A`, which
     # left such a target unrouted (a bare text/plain 404 instead of the pipeline's answer).
     app.router.add_route("*", r"/proxy{tail:[\s\S]*}", proxy_handler(pipeline))

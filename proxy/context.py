@@ -7,6 +7,7 @@ terminal stage records the outcome the log line reports.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -35,6 +36,8 @@ class Target:
 
     `base_url` is None when the provider's template could not be resolved; then
     `base_url_problem` says why, and only a `Base-Url-Override` can serve the call.
+    `refresh_due_at` (epoch seconds) is when the credentials should be renewed; inf when
+    they never expire or cannot be renewed.
     """
 
     connection: Connection
@@ -45,6 +48,7 @@ class Target:
     base_url_problem: str | None
     retry_rules: RetryRules
     forward_headers_on_redirect: bool
+    refresh_due_at: float = math.inf
 
 
 @dataclass(slots=True)
@@ -55,6 +59,7 @@ class Outcome:
     upstream_host: str = ""
     upstream_seconds: float = 0.0
     retries: int = 0
+    reauthorized: bool = False
     bytes_in: int = 0
     bytes_out: int = 0
     error_code: str | None = None

@@ -10,7 +10,10 @@
      ├── InvalidUpstreamRequest     400  the request cannot be put on the wire as built
      ├── PayloadTooLarge            413  request body over the configured limit
      ├── UpstreamTimeout            504  connect, first byte or total deadline passed
-     └── UpstreamUnreachable        502  the provider could not be reached
+     ├── UpstreamUnreachable        502  the provider could not be reached
+     ├── RefreshBackingOff          424  expired credentials; a renewal failed moments ago
+     ├── RefreshFailed              502  expired credentials; the token endpoint failed
+     └── StoreUnreachable           503  the credential store could not be reached
 
 Every answer carries the JSON envelope `{"error": {"code", "message"}}` and the
 `X-Authgate-Error` header, so a caller can tell our errors from the provider's.
@@ -26,10 +29,15 @@ from aiohttp import web
 from credentials.secret_keys import AUTH_ERROR_MESSAGES
 from proxy import compat
 
+# Our own code (Nango has no equivalent); the management API answers with the same one.
+STORE_UNAVAILABLE = "store_unavailable"
+
 
 class ProxyError(Exception):
     status = 500
     code = compat.SERVER_ERROR
+    retry_after: int | None = None
+    """Seconds for a `Retry-After` header, for errors a client should simply retry."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -118,10 +126,37 @@ class UpstreamUnreachable(ProxyError):
     code = compat.UPSTREAM_UNREACHABLE
 
 
+class RefreshBackingOff(ProxyError):
+    """A recent renewal of the expired credentials failed; not retried yet (Nango's 424)."""
+
+    status = 424
+    code = compat.REFRESH_BACKOFF
+
+
+class RefreshFailed(ProxyError):
+    """The provider's token endpoint did not renew expired credentials this time."""
+
+    status = 502
+    code = compat.REFRESH_FAILED
+
+
+class StoreUnreachable(ProxyError):
+    """The connection (or the secret key) had to be read, and the database is down."""
+
+    status = 503
+    code = STORE_UNAVAILABLE
+    retry_after = 1
+
+    def __init__(self) -> None:
+        super().__init__("The credential store is unreachable; try again")
+
+
 def error_response(error: ProxyError, request_id: str | None = None) -> web.Response:
     headers = {compat.ERROR_HEADER: error.code}
     if request_id:
         headers[compat.REQUEST_ID_HEADER] = request_id
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     return web.Response(
         status=error.status,
         body=orjson.dumps(error.body()),

@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from credentials.database import StoreUnavailable
 from proxy.access_log import log_request
 from proxy.context import ProxyContext
-from proxy.errors import ProxyError, error_response
+from proxy.errors import ProxyError, StoreUnreachable, error_response
 from proxy.pipeline_types import Next
 
 log = logging.getLogger("authgate.proxy")
@@ -28,6 +29,13 @@ def proxy_handler(pipeline: Next) -> Handler:
             return await pipeline(ctx)
         except ProxyError as error:
             return _answer(ctx, error)
+        except StoreUnavailable as outage:
+            # Expected while the database is down: a warning without traceback, and a
+            # 503 the client can retry, never a 500.
+            log.warning(
+                "credential store unavailable: %s", outage, extra={"request_id": ctx.request_id}
+            )
+            return _answer(ctx, StoreUnreachable())
         except Exception:
             log.exception("unexpected proxy failure", extra={"request_id": ctx.request_id})
             return _answer(ctx, ProxyError("Internal error; the request id identifies it"))

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from credentials.keys import SecretKeyResolver
+from credentials.refresh import Refresher
 from proxy.context import ProxyContext
 from proxy.pipeline_types import Next, Stage
 from proxy.settings import ProxySettings
 from proxy.stages.authenticate import authenticate
 from proxy.stages.forward import forward
+from proxy.stages.freshen import freshen, reauthorizer
 from proxy.stages.inject import inject
 from proxy.stages.parse import parse
 from proxy.stages.resolve import resolve
@@ -30,6 +32,7 @@ class PipelineDeps:
     settings: ProxySettings
     keys: SecretKeyResolver
     targets: TargetCache
+    refresher: Refresher
     upstream: Upstream
 
 
@@ -38,9 +41,11 @@ def build_pipeline(deps: PipelineDeps) -> Next:
         authenticate(deps.keys),
         parse(),
         resolve(deps.targets, allow_private=deps.settings.allow_private_upstreams),
+        freshen(deps.refresher, deps.targets),
         inject(),
     ]
-    return chain(stages, forward(deps.upstream, deps.settings))
+    reauthorize = reauthorizer(deps.refresher, deps.targets)
+    return chain(stages, forward(deps.upstream, deps.settings, reauthorize))
 
 
 def chain(stages: Sequence[Stage], terminal: Next) -> Next:

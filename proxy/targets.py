@@ -7,7 +7,11 @@ Concurrent misses for one connection share a single store read.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from credentials.cache import LocalCache
+from credentials.database import StoreUnavailable
 from credentials.injectors import InjectionError, UnsupportedAuth, build_injection
 from credentials.models import Connection, Integration, Provider, RetryRules
 from credentials.providers import Catalogue
@@ -19,12 +23,20 @@ from proxy.context import Target
 from proxy.errors import InvalidCredentials, ProviderConfigError, UnknownConnection
 
 TargetKey = tuple[int, str, str]
+DueAt = Callable[[Connection, Provider], float]
+
+
+def _never_due(connection: Connection, provider: Provider) -> float:
+    return math.inf
 
 
 class TargetCache:
-    def __init__(self, store: SqlStore, catalogue: Catalogue, *, ttl: float) -> None:
+    def __init__(
+        self, store: SqlStore, catalogue: Catalogue, *, ttl: float, due_at: DueAt = _never_due
+    ) -> None:
         self._store = store
         self._catalogue = catalogue
+        self._due_at = due_at
         self._cache: LocalCache[TargetKey, Target] = LocalCache(ttl)
         self._loads: SingleFlight[TargetKey, Target] = SingleFlight("target-load")
         # Bumped by every change: a load that started before a change must not be cached,
@@ -37,7 +49,14 @@ class TargetCache:
         key = (environment_id, provider_config_key, connection_id)
         target = self._cache.get(key)
         if target is None:
-            target = await self._loads.do(key, lambda: self._load(key))
+            try:
+                target = await self._loads.do(key, lambda: self._load(key))
+            except StoreUnavailable:
+                # The last known target beats a 503 while the store is down; it was never
+                # invalidated (a change drops it for good), only due for a re-check.
+                target = self._cache.stale(key)
+                if target is None:
+                    raise
         return target
 
     def clear(self) -> None:
@@ -71,10 +90,31 @@ class TargetCache:
             ) from None
         if connection is None:
             raise UnknownConnection(connection_id, provider_config_key)
-        target = build_target(connection, integration, self._provider(integration))
+        provider = self._provider(integration)
+        target = build_target(connection, integration, provider, self._due_at(connection, provider))
         if generation == self._generation:
             self._cache.put(key, target)
         return target
+
+    def renewed(self, target: Target, connection: Connection) -> Target:
+        """`target` with renewed credentials, also replacing an older cached entry.
+
+        Only an entry that is still there and older is replaced: an absent one was
+        discarded by a change event, and the next load reads the store, which is never
+        older. (Without Redis another process's renewal sends no event here; replacing
+        the entry keeps every later request from renewing again.)
+        """
+        if connection == target.connection:
+            return target
+        provider = target.provider
+        renewed = build_target(
+            connection, target.integration, provider, self._due_at(connection, provider)
+        )
+        key = (connection.environment_id, connection.provider_config_key, connection.connection_id)
+        cached = self._cache.get(key)
+        if cached is not None and cached.connection.version < connection.version:
+            self._cache.put(key, renewed)
+        return renewed
 
     def _provider(self, integration: Integration) -> Provider:
         provider = self._catalogue.get(integration.provider)
@@ -86,7 +126,12 @@ class TargetCache:
         return provider
 
 
-def build_target(connection: Connection, integration: Integration, provider: Provider) -> Target:
+def build_target(
+    connection: Connection,
+    integration: Integration,
+    provider: Provider,
+    refresh_due_at: float = math.inf,
+) -> Target:
     try:
         injection = build_injection(connection, provider, integration)
     except UnsupportedAuth as problem:
@@ -107,6 +152,7 @@ def build_target(connection: Connection, integration: Integration, provider: Pro
         base_url_problem=base_url_problem,
         retry_rules=proxy.retry if proxy else RetryRules(),
         forward_headers_on_redirect=proxy.forward_headers_on_redirect if proxy else False,
+        refresh_due_at=refresh_due_at,
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from credentials.outbound import GuardedResolver, OutboundBlocked
 from proxy.errors import (
     InvalidUpstreamRequest,
     OutboundRefused,
@@ -21,7 +22,6 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.outbound import GuardedResolver, OutboundBlocked
 from proxy.settings import ProxySettings
 from proxy.urls import request_url
 

@@ -4,6 +4,11 @@
 default auth header by the stored credential `type` (one module per auth mode), then lets
 the provider's `proxy.headers` override it per name and adds `proxy.query`.
 
+Modes that sign each request (OAUTH1) have no static default header; they put a
+`signer` on the Injection instead, which the proxy calls per request with the method and
+the final URL. Its headers rank as the default auth header: provider templates of the
+same name override them.
+
 Templates that do not fully resolve are dropped rather than sent with `${...}` in them
 (Nango sends some of them literally). Templates that need per-request values (method,
 path, host, now, random, ...) are kept raw in `dynamic_headers`; the proxy renders them per
@@ -12,17 +17,19 @@ request with `render_dynamic`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from credentials.injectors import api_key, basic, bearer_token, none, oauth2
+from credentials.injectors import api_key, basic, bearer_token, none, oauth1, oauth2
 from credentials.injectors.base import (
     DefaultAuth,
     InjectionError,
     InvalidCredentialValue,
     Pairs,
+    RequestSigner,
+    UnsignableRequest,
     UnsupportedAuth,
     safe_header_value,
 )
@@ -42,6 +49,9 @@ __all__ = [
     "Injection",
     "InjectionError",
     "InvalidCredentialValue",
+    "Pairs",
+    "RequestSigner",
+    "UnsignableRequest",
     "UnsupportedAuth",
     "build_injection",
     "credential_type",
@@ -51,9 +61,15 @@ __all__ = [
 DEFAULT_AUTH: Final[Mapping[str, DefaultAuth]] = MappingProxyType(
     {
         auth_type: module.default_auth
-        for module in (oauth2, bearer_token, basic, api_key, none)
+        for module in (oauth2, oauth1, bearer_token, basic, api_key, none)
         for auth_type in module.AUTH_TYPES
     }
+)
+
+SignerFactory = Callable[[Mapping[str, Any], Provider, Integration | None], RequestSigner]
+# Credential types whose requests are signed one by one, and how to build their signer.
+SIGNERS: Final[Mapping[str, SignerFactory]] = MappingProxyType(
+    {auth_type: oauth1.request_signer for auth_type in oauth1.AUTH_TYPES}
 )
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -65,19 +81,25 @@ class Injection:
 
     `dynamic_values` holds the connection's template values for `render_dynamic`; it is
     empty unless there are dynamic headers, and never part of repr or equality.
+    `signer`, when set, makes the per-request signature headers (method, final URL).
     """
 
     headers: Pairs
     query: Pairs = ()
     dynamic_headers: Pairs = ()
     dynamic_values: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False)
+    signer: RequestSigner | None = None
 
     def __repr__(self) -> str:
         # Values are credentials: show names only, so a stray log line leaks nothing.
         names = [name for name, _ in self.headers]
         query = [name for name, _ in self.query]
         dynamic = [name for name, _ in self.dynamic_headers]
-        return f"Injection(headers={names}, query={query}, dynamic_headers={dynamic})"
+        # A signer's own repr must hide its secrets (OAuth1Signer's does).
+        return (
+            f"Injection(headers={names}, query={query}, dynamic_headers={dynamic}, "
+            f"signer={self.signer!r})"
+        )
 
 
 def credential_type(credentials: Mapping[str, Any]) -> str:
@@ -100,9 +122,12 @@ def build_injection(
     # Provider objects built by hand may not have lower-cased their header names.
     templates = {name.lower(): t for name, t in proxy.headers.items()} if proxy else {}
     queries = proxy.query if proxy is not None else {}
-    headers = _default_headers(connection.credentials or {}, templates)
+    credentials = connection.credentials or {}
+    headers = _default_headers(credentials, templates)
+    signer_factory = SIGNERS.get(credential_type(credentials))
+    signer = signer_factory(credentials, provider, integration) if signer_factory else None
     if not templates and not queries:
-        return Injection(headers=tuple(headers.items()))
+        return Injection(headers=tuple(headers.items()), signer=signer)
     values = template_values(connection, integration)
     static = {name: t for name, t in templates.items() if not request_dependent(t)}
     dynamic = tuple((name, t) for name, t in templates.items() if name not in static)
@@ -112,6 +137,7 @@ def build_injection(
         query=_render_query(queries, values),
         dynamic_headers=dynamic,
         dynamic_values=MappingProxyType(values) if dynamic else _EMPTY,
+        signer=signer,
     )
 
 

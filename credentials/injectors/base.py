@@ -11,6 +11,8 @@ from typing import Any
 
 Pairs = tuple[tuple[str, str], ...]
 DefaultAuth = Callable[[Mapping[str, Any]], Pairs]
+# (method, absolute URL as sent) -> headers that sign that one request.
+RequestSigner = Callable[[str, str], Pairs]
 
 # Header values travel on one line; these would split or truncate it.
 _FORBIDDEN_IN_VALUES = ("\r", "\n", "\0")
@@ -23,8 +25,9 @@ class InjectionError(ValueError):
 class UnsupportedAuth(InjectionError):
     """No injector handles this stored credential type (yet)."""
 
-    def __init__(self, credential_type: str) -> None:
-        super().__init__(f"unsupported auth: credential type {credential_type!r}")
+    def __init__(self, credential_type: str, detail: str | None = None) -> None:
+        message = f"unsupported auth: credential type {credential_type!r}"
+        super().__init__(f"{message}: {detail}" if detail else message)
         self.credential_type = credential_type
 
 
@@ -35,6 +38,14 @@ class InvalidCredentialValue(InjectionError):
         super().__init__(f"{credential_type} credentials: {field} {problem}")
         self.credential_type = credential_type
         self.field = field
+
+
+class UnsignableRequest(InjectionError):
+    """A request signer cannot sign this particular request (its URL, say)."""
+
+    def __init__(self, credential_type: str, problem: str) -> None:
+        super().__init__(f"{credential_type} signature: {problem}")
+        self.credential_type = credential_type
 
 
 def safe_header_value(value: str) -> bool:

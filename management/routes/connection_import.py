@@ -3,10 +3,15 @@ deprecated flat `POST /connection` (§7.4).
 
 Both overwrite an existing connection with the same id, so the store's change event is
 what makes the proxy use the new credentials at once.
+
+APP imports carry no token: the caller names the GitHub App installation and the server
+mints the installation token itself, before anything is stored. A mint that fails
+stores nothing and says why (by reason, never by value).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,7 +20,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from credentials.models import Integration
+from credentials.grants import GrantError, GrantRequest, renew
+from credentials.models import Connection, Integration, Provider
+from credentials.runtime import CoreServices
 from management import end_users
 from management.connection_fields import (
     CONNECTION_ID_PATTERN,
@@ -55,10 +62,12 @@ _CREDENTIAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "API_KEY": (("apiKey",), ()),
     "BASIC": (("username", "password"), ()),
     "TBA": (("token_id", "token_secret"), ("config_override",)),
+    "APP": (("app_id", "installation_id"), ()),
     "NONE": ((), ()),
 }
 _WITH_RAW = frozenset({"OAUTH2", "OAUTH2_CC", "OAUTH1"})
 _EMPTY_ALLOWED = frozenset({"username", "password"})
+MINT_FAILED = "connection_test_failed"
 
 
 # --- POST /connections ---------------------------------------------------------------------
@@ -75,16 +84,28 @@ async def import_connection(request: web.Request) -> web.Response:
     if integration is None:
         raise ApiError(404, "not_found", "Integration does not exist")
     kind = body["credentials"]["type"]
-    mode = _auth_mode(request, integration)
+    provider = core.catalogue.get(integration.provider)
+    mode = _mode_of(provider)
     if kind != mode:
         raise ApiError(400, "invalid_body", f"Provider {mode} does not support {kind} auth")
+    connection_id = body.get("connection_id") or str(uuid.uuid4())
+    config = body.get("connection_config") or {}
+    if provider is not None and kind == "APP":
+        try:
+            credentials, config = await _installation_credentials(
+                core, integration, provider, connection_id, body["credentials"], config
+            )
+        except GrantError as failure:
+            raise ApiError(400, MINT_FAILED, _mint_failure_message(failure)) from None
+    else:
+        credentials = _stored_credentials(body["credentials"])
     end_user = body.get("end_user")
     connection = await core.store.upsert_connection(
         environment.id,
         integration,
-        connection_id=body.get("connection_id") or str(uuid.uuid4()),
-        credentials=_stored_credentials(body["credentials"]),
-        connection_config=body.get("connection_config") or {},
+        connection_id=connection_id,
+        credentials=credentials,
+        connection_config=config,
         metadata=body.get("metadata") or {},
         tags={**end_user_tags(end_user), **body.get("tags", {})},
         end_user=end_user,
@@ -94,9 +115,49 @@ async def import_connection(request: web.Request) -> web.Response:
     return web.Response(status=201, body=orjson.dumps(payload), content_type="application/json")
 
 
-def _auth_mode(request: web.Request, integration: Integration) -> str:
-    provider = request.app[CORE].catalogue.get(integration.provider)
+def _mode_of(provider: Provider | None) -> str:
     return provider.auth_mode if provider else "UNKNOWN"
+
+
+async def _installation_credentials(
+    core: CoreServices,
+    integration: Integration,
+    provider: Provider,
+    connection_id: str,
+    app: dict[str, Any],
+    connection_config: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A freshly minted installation token and the connection_config to store with it.
+
+    The named installation goes into connection_config (over whatever the caller sent
+    there), where the provider's token URL template reads it. Raises GrantError.
+    """
+    config = {
+        **connection_config,
+        "installation_id": app["installation_id"],
+        "app_id": app["app_id"],
+    }
+    # Not stored: it only carries what the grant reads (the config, the credential type).
+    provisional = Connection(
+        id=0,
+        environment_id=integration.environment_id,
+        integration_id=integration.id,
+        provider_config_key=integration.unique_key,
+        provider=integration.provider,
+        connection_id=connection_id,
+        credentials={"type": "APP"},
+        connection_config=config,
+    )
+    grant = await renew(
+        GrantRequest(provisional, integration, provider, core.token_http, time.time())
+    )
+    stored_config = config if grant.connection_config is None else grant.connection_config
+    return grant.credentials, stored_config
+
+
+def _mint_failure_message(failure: GrantError) -> str:
+    # GrantError messages name the reason, status and provider error code only.
+    return f"The GitHub App could not mint an installation token: {failure}"
 
 
 def _stored_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
@@ -246,15 +307,23 @@ async def import_connection_legacy(request: web.Request) -> web.Response:
     if integration is None:
         raise unknown_provider_config(key, environment.name)
     envelope = _legacy_envelope(body)
-    mode = _auth_mode(request, integration)
-    credentials = _legacy_credentials(mode, body, integration, envelope["connection_config"])
-    body["connection_id"] = envelope["connection_id"] or str(uuid.uuid4())
+    provider = core.catalogue.get(integration.provider)
+    mode = _mode_of(provider)
+    config = envelope["connection_config"]
+    connection_id = envelope["connection_id"] or str(uuid.uuid4())
+    if provider is not None and mode == "APP":
+        credentials, config = await _legacy_installation_credentials(
+            core, integration, provider, connection_id, body, config
+        )
+    else:
+        credentials = _legacy_credentials(mode, body, integration, config)
+    body["connection_id"] = connection_id
     await core.store.upsert_connection(
         environment.id,
         integration,
-        connection_id=body["connection_id"],
+        connection_id=connection_id,
         credentials=credentials,
-        connection_config=envelope["connection_config"],
+        connection_config=config,
         metadata=envelope["metadata"],
         webhook_url_override=envelope["webhook_url_override"],
     )
@@ -452,13 +521,26 @@ def _legacy_api_key(body: dict[str, Any], _: Integration, __: dict[str, Any]) ->
     return {"type": "API_KEY", "apiKey": api_key}
 
 
-def _legacy_app(body: dict[str, Any], _: Integration, __: dict[str, Any]) -> dict[str, Any]:
-    _required(body, "app_id", "missing_app_id", "Missing param 'app_id'.")
-    _required(
-        body, "installation_id", "missing_installation_id", "Missing param 'installation_id'."
-    )
-    # Minting an installation token needs the GitHub App flow, which authgate lacks.
-    raise LegacyError(400, "invalid_auth_mode", "Unsupported auth type APP")
+async def _legacy_installation_credentials(
+    core: CoreServices,
+    integration: Integration,
+    provider: Provider,
+    connection_id: str,
+    body: dict[str, Any],
+    config: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    app = {
+        "app_id": _required(body, "app_id", "missing_app_id", "Missing param 'app_id'."),
+        "installation_id": _required(
+            body, "installation_id", "missing_installation_id", "Missing param 'installation_id'."
+        ),
+    }
+    try:
+        return await _installation_credentials(
+            core, integration, provider, connection_id, app, config
+        )
+    except GrantError as failure:
+        raise LegacyError(400, MINT_FAILED, _mint_failure_message(failure)) from None
 
 
 def _legacy_tba(body: dict[str, Any], _: Integration, config: dict[str, Any]) -> dict[str, Any]:
@@ -496,7 +578,6 @@ _LEGACY_READERS: dict[str, LegacyReader] = {
     "OAUTH1": _legacy_oauth1,
     "BASIC": _legacy_basic,
     "API_KEY": _legacy_api_key,
-    "APP": _legacy_app,
     "TBA": _legacy_tba,
     "NONE": _legacy_none,
 }

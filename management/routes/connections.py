@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from credentials.models import Connection
+from credentials.refresh import NeedsReauthorization, RefreshBackoff, RefreshError
 from credentials.store import UNCHANGED, CredentialsUnreadable
 from management import end_users
 from management.connection_fields import (
@@ -131,20 +132,52 @@ async def get_connection(request: web.Request) -> web.Response:
     query.done()
     assert key is not None
     connection = await _existing(request, key, connection_id_param(request))
-    # Refresh is not implemented yet: the stored credentials are what a refresh that
-    # cannot happen returns (§7.2.2), whatever force_refresh says.
+    connection = await _fresh(request, connection, force=bool(flags["force_refresh"]))
     fetched_at = await request.app[CORE].store.touch_last_fetched(connection)
     connection = replace(connection, last_fetched_at=fetched_at)
+    return _json(_with_credentials(connection, refresh_tokens=bool(flags["refresh_token"])))
+
+
+async def _fresh(request: web.Request, connection: Connection, *, force: bool) -> Connection:
+    """The connection with renewed credentials when they are due (or `force_refresh`)."""
+    core = request.app[CORE]
+    provider = core.catalogue.get(connection.provider)
+    integration = await core.store.get_integration(
+        connection.environment_id, connection.provider_config_key
+    )
+    if provider is None or integration is None:
+        return connection
+    try:
+        return await core.refresher.fresh(
+            connection, integration, provider, force=force, bypass_backoff=force
+        )
+    except RefreshError as failure:
+        raise RefreshRefused(failure, connection) from None
+
+
+def _with_credentials(connection: Connection, *, refresh_tokens: bool) -> dict[str, Any]:
     credentials: dict[str, Any] = connection.credentials
     config: dict[str, Any] = connection.connection_config
-    if not flags["refresh_token"]:
+    if not refresh_tokens:
         credentials = without_refresh_tokens(credentials)
         config = without_refresh_tokens(config)
-    return _json(
-        connection_json(
-            connection, credentials=credentials, connection_config=config, render_time=iso_offset
-        )
+    return connection_json(
+        connection, credentials=credentials, connection_config=config, render_time=iso_offset
     )
+
+
+class RefreshRefused(ApiError):
+    """Nango's refresh failure answer: `invalid_credentials`, with the connection minus
+    its credentials in `payload` (424 while backing off or exhausted, else 400)."""
+
+    def __init__(self, failure: RefreshError, connection: Connection) -> None:
+        status = 424 if isinstance(failure, RefreshBackoff | NeedsReauthorization) else 400
+        super().__init__(status, "invalid_credentials", str(failure))
+        self.connection = replace(connection, credentials={})
+
+    def body(self) -> dict[str, Any]:
+        payload = {"connection": _with_credentials(self.connection, refresh_tokens=False)}
+        return {"error": {"code": self.code, "message": self.message, "payload": payload}}
 
 
 async def _existing(request: web.Request, key: str, connection_id: str) -> Connection:

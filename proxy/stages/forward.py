@@ -8,25 +8,33 @@ that was streamed through cannot be sent twice, so such a request is never retri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 
 import aiohttp
 from aiohttp import web
 
+from credentials.outbound import OutboundBlocked, check_url
+from credentials.tasks import spawn
 from proxy.bodies import RequestBody, read_body
 from proxy.context import ProxyContext
-from proxy.errors import OutboundRefused, UpstreamTimeout, UpstreamUnreachable
-from proxy.outbound import OutboundBlocked, check_url
+from proxy.errors import OutboundRefused, ProxyError, UpstreamTimeout, UpstreamUnreachable
 from proxy.pipeline_types import Next
 from proxy.redirects import MAX_REDIRECTS, next_hop
 from proxy.retry import RetryPolicy, decide
 from proxy.settings import ProxySettings
+from proxy.stages.freshen import Reauthorize
 from proxy.streaming import stream_back
 from proxy.upstream import Upstream, UpstreamRequest
 
 
-def forward(upstream: Upstream, settings: ProxySettings, rng: random.Random | None = None) -> Next:
+def forward(
+    upstream: Upstream,
+    settings: ProxySettings,
+    reauthorize: Reauthorize | None = None,
+    rng: random.Random | None = None,
+) -> Next:
     jitter = rng or random.Random()
 
     async def terminal(ctx: ProxyContext) -> web.StreamResponse:
@@ -37,7 +45,8 @@ def forward(upstream: Upstream, settings: ProxySettings, rng: random.Random | No
         )
         deadline = asyncio.get_running_loop().time() + settings.total_timeout
         exchange = _Exchange(ctx, upstream, body, deadline, settings.allow_private_upstreams)
-        response = await _with_retries(ctx, exchange, _policy(ctx, settings, body), jitter)
+        policy = _policy(ctx, settings, body)
+        response = await _with_retries(ctx, exchange, policy, jitter, reauthorize)
         return await stream_back(ctx, response, decompressed=ctx.control.decompress)
 
     return terminal
@@ -53,10 +62,15 @@ def _policy(ctx: ProxyContext, settings: ProxySettings, body: RequestBody) -> Re
 
 
 async def _with_retries(
-    ctx: ProxyContext, exchange: _Exchange, policy: RetryPolicy, rng: random.Random
+    ctx: ProxyContext,
+    exchange: _Exchange,
+    policy: RetryPolicy,
+    rng: random.Random,
+    reauthorize: Reauthorize | None,
 ) -> aiohttp.ClientResponse:
     loop = asyncio.get_running_loop()
     attempt = 0
+    reauthorized = reauthorize is None
     while True:
         started = loop.time()
         response: aiohttp.ClientResponse | None = None
@@ -66,6 +80,13 @@ async def _with_retries(
         except (UpstreamTimeout, UpstreamUnreachable) as error:
             failure = error
         ctx.outcome.upstream_seconds += loop.time() - started
+        if response is not None and response.status == 401 and not reauthorized:
+            # Once per request, and outside the retry budget: renew, then replay if the
+            # body can be sent again. Never a loop: a second 401 goes to the policy.
+            reauthorized = True
+            assert reauthorize is not None
+            if await _replay_after_renewal(ctx, exchange, response, reauthorize):
+                continue
         decision = decide(
             policy,
             attempt,
@@ -85,6 +106,35 @@ async def _with_retries(
         await asyncio.sleep(decision.delay)
         attempt += 1
         ctx.outcome.retries = attempt
+
+
+async def _replay_after_renewal(
+    ctx: ProxyContext,
+    exchange: _Exchange,
+    response: aiohttp.ClientResponse,
+    reauthorize: Reauthorize,
+) -> bool:
+    """Renew the credentials after a 401; True when the request should be sent again."""
+    if not exchange.body.replayable:
+        # The body is gone, so the 401 goes back as it is; the renewal still happens so
+        # the caller's retry gets fresh credentials.
+        spawn(_renew_quietly(ctx, reauthorize), name="renew-after-401")
+        return False
+    try:
+        renewed = await reauthorize(ctx)
+    except BaseException:
+        response.release()
+        raise
+    if renewed:
+        response.release()
+        ctx.outcome.reauthorized = True
+    return renewed
+
+
+async def _renew_quietly(ctx: ProxyContext, reauthorize: Reauthorize) -> None:
+    # The caller has its 401; a failed renewal is recorded on the connection.
+    with contextlib.suppress(ProxyError):
+        await reauthorize(ctx)
 
 
 class _Exchange:

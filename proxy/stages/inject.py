@@ -5,32 +5,64 @@ are dropped before the connection's credential headers are laid in, so nothing t
 caller sends can strip what is injected. Layers, lowest first: the caller's plain
 `Accept`; the injected credential and provider headers; the caller's body description
 and its `Nango-Proxy-` headers (so `Nango-Proxy-Authorization` can override, as in Nango).
+
+The computation is a plain function of the resolved target, the final URL and the inbound
+request, so it can run again for a replay (after a credential refresh, say): per-request
+headers are rendered and signatures made afresh on every call.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from credentials.injectors import render_dynamic
+from credentials.injectors import Pairs, UnsignableRequest, render_dynamic
 from credentials.templates import request_values
 from proxy.context import ProxyContext
-from proxy.headers import apply_overrides, caller_header_layers
+from proxy.errors import InvalidUpstreamRequest
+from proxy.headers import Header, apply_overrides, caller_header_layers
 from proxy.pipeline_types import Next, Stage
-from proxy.urls import endpoint_from_target
+from proxy.urls import endpoint_from_target, request_url
 
 
 def inject() -> Stage:
     async def stage(ctx: ProxyContext, following: Next) -> web.StreamResponse:
-        injection = ctx.resolved.injection
-        injected = injection.headers
-        if injection.dynamic_headers:
-            injected = render_dynamic(injection, _request_values(ctx))
-        defaults, overrides = caller_header_layers(_decoded(ctx.request.raw_headers))
-        ctx.headers = apply_overrides(apply_overrides(defaults, injected), overrides)
-        ctx.injected_header_names = frozenset(name for name, _ in injected)
+        injected = injected_headers(ctx)
+        ctx.headers = outbound_headers(ctx, injected)
+        ctx.injected_header_names = frozenset(name.lower() for name, _ in injected)
         return await following(ctx)
 
     return stage
+
+
+def outbound_headers(ctx: ProxyContext, injected: Pairs | None = None) -> list[Header]:
+    """Every header of the upstream request: the caller's around the injected ones.
+
+    `injected` defaults to a fresh `injected_headers(ctx)`; pass it to reuse headers
+    already computed for this attempt.
+    """
+    if injected is None:
+        injected = injected_headers(ctx)
+    defaults, overrides = caller_header_layers(_decoded(ctx.request.raw_headers))
+    return apply_overrides(apply_overrides(defaults, injected), overrides)
+
+
+def injected_headers(ctx: ProxyContext) -> Pairs:
+    """The connection's headers for this request: credentials and provider headers,
+    per-request templates rendered now, and a fresh signature when the mode signs."""
+    injection = ctx.resolved.injection
+    headers = injection.headers
+    if injection.dynamic_headers:
+        headers = render_dynamic(injection, _request_values(ctx))
+    if injection.signer is None:
+        return headers
+    # Sign the URL exactly as it goes on the wire (the forward stage sends request_url).
+    wire_url = str(request_url(ctx.url))
+    try:
+        signed = injection.signer(ctx.request.method, wire_url)
+    except UnsignableRequest as problem:
+        raise InvalidUpstreamRequest(f"The upstream request cannot be signed: {problem}") from None
+    # The signature is the mode's default auth header: provider templates override it.
+    return tuple(apply_overrides(signed, headers))
 
 
 def _decoded(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from credentials.outbound import OutboundBlocked, check_url
 from proxy import compat
 from proxy.context import ProxyContext
 from proxy.errors import OutboundRefused, ProviderConfigError
-from proxy.outbound import OutboundBlocked, check_url
 from proxy.pipeline_types import Next, Stage
 from proxy.targets import TargetCache
 from proxy.urls import add_query, endpoint_from_target, join_url

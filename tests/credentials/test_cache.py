@@ -18,6 +18,14 @@ def test_entries_expire_after_the_ttl() -> None:
     assert cache.get("a") == 1
     clock.now += 10.5
     assert cache.get("a") is None
+    assert cache.stale("a") == 1  # kept as the last known value for outages
+
+
+def test_a_discarded_entry_is_not_even_stale() -> None:
+    cache: LocalCache[str, int] = LocalCache(10.0)
+    cache.put("a", 1)
+    cache.discard("a")
+    assert cache.stale("a") is None
     assert len(cache) == 0
 
 

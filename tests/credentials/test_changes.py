@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from credentials.changes import ChangeHub, RedisChangeBridge
 from credentials.store import ChangeEvent
+from tests.credentials.private_redis import PrivateRedis, SilentServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 EVENT = ChangeEvent("connection", 7, "github", "user-1")
@@ -127,3 +130,45 @@ async def test_an_unreachable_redis_never_fails_a_write(channel: str) -> None:
             await bridge.ping()
     finally:
         await bridge.close()
+
+
+async def test_a_bridge_started_while_redis_is_down_connects_once_it_is_up(
+    channel: str, tmp_path: Path
+) -> None:
+    server = PrivateRedis(tmp_path)  # not started yet: nothing listens on its port
+    hub, recorder, bridge = await asyncio.wait_for(_bridge(channel, server.url), timeout=1.0)
+    try:
+        hub.local(EVENT)  # a write while Redis is down still applies here
+        assert recorder.events == [EVENT]
+        await server.start()
+        await asyncio.wait_for(bridge.subscribed.wait(), timeout=15)
+        other_hub, _, other = await _bridge(channel, server.url)
+        try:
+            await asyncio.wait_for(other.subscribed.wait(), timeout=10)
+            recorder.arrived.clear()
+            other_hub.local(EVENT)
+            await asyncio.wait_for(recorder.arrived.wait(), timeout=10)
+            assert recorder.events == [EVENT, EVENT]
+        finally:
+            await other.close()
+    finally:
+        await bridge.close()
+        await server.stop()
+
+
+async def test_a_hanging_redis_neither_blocks_start_nor_the_readiness_probe(
+    channel: str,
+) -> None:
+    server = SilentServer()
+    await server.start()
+    try:
+        _, _, bridge = await asyncio.wait_for(_bridge(channel, server.url), timeout=1.0)
+        try:
+            # redis-py's own default would wait 5 s per call; ours gives up within a second.
+            with pytest.raises(RedisTimeoutError):
+                await asyncio.wait_for(bridge.ping(), timeout=2.0)
+            assert not bridge.subscribed.is_set()
+        finally:
+            await bridge.close()
+    finally:
+        await server.stop()

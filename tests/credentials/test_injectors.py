@@ -3,16 +3,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 
 from credentials.injectors import (
     DEFAULT_AUTH,
     Injection,
     InjectionError,
     InvalidCredentialValue,
+    UnsignableRequest,
     UnsupportedAuth,
     build_injection,
     credential_type,
@@ -97,7 +103,7 @@ def test_types_without_a_default_header(credentials: dict[str, Any]) -> None:
     assert build_injection(connection(credentials), custom_provider(""), None).headers == ()
 
 
-@pytest.mark.parametrize("auth_type", ["OAUTH1", "TBA", "AWS_SIGV4", "SOMETHING_NEW"])
+@pytest.mark.parametrize("auth_type", ["TBA", "AWS_SIGV4", "SOMETHING_NEW"])
 def test_unsupported_types(auth_type: str) -> None:
     credentials = {"type": auth_type, "oauth_token_secret": SECRET, "secret_access_key": SECRET}
     with pytest.raises(UnsupportedAuth) as caught:
@@ -109,6 +115,7 @@ def test_unsupported_types(auth_type: str) -> None:
 
 def test_registry_covers_the_supported_types() -> None:
     assert set(DEFAULT_AUTH) == {
+        "OAUTH1",
         "OAUTH2",
         "APP",
         "MCP_OAUTH2",
@@ -412,3 +419,203 @@ def test_injection_repr_hides_values() -> None:
     assert "authorization" in text
     assert "key" in text
     assert "x-sig" in text
+
+
+# --- OAuth 1.0a: a fresh signature per request -------------------------------------------------
+
+CONSUMER_KEY = "consumer-key-1"
+CONSUMER_SECRET = "consumer-" + SECRET
+TOKEN = "token-1-not-for-logs"
+TOKEN_SECRET = "token-" + SECRET
+OAUTH1 = {"type": "OAUTH1", "oauth_token": TOKEN, "oauth_token_secret": TOKEN_SECRET}
+OAUTH1_CLIENT = {"type": "OAUTH1", "client_id": CONSUMER_KEY, "client_secret": CONSUMER_SECRET}
+VERIFIERS = {
+    "HMAC-SHA1": oauth_signature.verify_hmac_sha1,
+    "HMAC-SHA256": oauth_signature.verify_hmac_sha256,
+    "PLAINTEXT": oauth_signature.verify_plaintext,
+}
+
+
+def oauth1_provider(signature_method: str | None = None, proxy_yaml: str = "") -> Provider:
+    text = "o:\n    display_name: O\n    auth_mode: OAUTH1\n"
+    if signature_method is not None:
+        text += f"    signature_method: {signature_method}\n"
+    text += "    proxy:\n        base_url: https://api.example.com\n" + proxy_yaml
+    return parse_catalogue(text, "test.yaml")["o"]
+
+
+def oauth1_injection(
+    signature_method: str | None = None,
+    credentials: dict[str, Any] = OAUTH1,
+    client: dict[str, Any] | None = OAUTH1_CLIENT,
+    proxy_yaml: str = "",
+) -> Injection:
+    return build_injection(
+        connection(credentials), oauth1_provider(signature_method, proxy_yaml), integration(client)
+    )
+
+
+def signed_header(injection: Injection, method: str, url: str) -> str:
+    assert injection.signer is not None
+    headers = dict(injection.signer(method, url))
+    assert list(headers) == ["authorization"]
+    return headers["authorization"]
+
+
+def oauth_params(header: str) -> dict[str, str]:
+    """The header's protocol parameters, decoded."""
+    assert header.startswith("OAuth ")
+    authorization = {"Authorization": header}
+    return dict(
+        oauth_signature.collect_parameters(headers=authorization, exclude_oauth_signature=False)
+    )
+
+
+def oauthlib_verifies(
+    method: str,
+    url: str,
+    header: str,
+    *,
+    consumer_secret: str = CONSUMER_SECRET,
+    token_secret: str = TOKEN_SECRET,
+) -> bool:
+    """oauthlib's server side: recompute the signature of the request a provider got."""
+    verb: Any = method  # the stubs want a Literal
+    request: Any = OAuthRequest(url, verb, headers={"Authorization": header})
+    request.signature = oauth_params(header)["oauth_signature"]
+    request.params = oauth_signature.collect_parameters(
+        uri_query=urlsplit(url).query, headers={"Authorization": header}
+    )
+    verify = VERIFIERS[oauth_params(header)["oauth_signature_method"]]
+    return bool(verify(request, consumer_secret, token_secret))
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        (None, "HMAC-SHA1"),
+        ("HMAC-SHA1", "HMAC-SHA1"),
+        ("HMAC-SHA256", "HMAC-SHA256"),
+        ("hmac-sha256", "HMAC-SHA256"),
+        ("PLAINTEXT", "PLAINTEXT"),
+    ],
+)
+def test_oauth1_signature_verifies(configured: str | None, expected: str) -> None:
+    injection = oauth1_injection(configured)
+    assert injection.headers == ()  # nothing static: the header is made per request
+    url = "https://api.example.com/1.1/statuses/home_timeline.json"
+    header = signed_header(injection, "get", url)
+    params = oauth_params(header)
+    assert params["oauth_signature_method"] == expected
+    assert params["oauth_consumer_key"] == CONSUMER_KEY
+    assert params["oauth_token"] == TOKEN
+    assert params["oauth_version"] == "1.0"
+    assert oauthlib_verifies("GET", url, header)
+    assert not oauthlib_verifies("GET", url, header, token_secret="other")
+    assert not oauthlib_verifies("GET", url, header, consumer_secret="other")
+
+
+@pytest.mark.parametrize("method", ["HMAC-SHA1", "HMAC-SHA256"])
+def test_oauth1_signs_method_url_and_every_query_parameter(method: str) -> None:
+    injection = oauth1_injection(method)
+    url = "https://api.example.com/search?q=a%20b+c&count=5&x=1&x=2&empty="
+    header = signed_header(injection, "POST", url)
+    assert oauthlib_verifies("POST", url, header)
+    assert not oauthlib_verifies("GET", url, header)
+    assert not oauthlib_verifies("POST", url.replace("count=5", "count=6"), header)
+    assert not oauthlib_verifies("POST", url.replace("&x=2", ""), header)
+    assert not oauthlib_verifies("POST", url.partition("?")[0], header)
+    assert not oauthlib_verifies("POST", url.replace("/search", "/other"), header)
+
+
+def test_oauth1_nonce_and_timestamp_are_fresh_per_request() -> None:
+    injection = oauth1_injection()
+    url = "https://api.example.com/me"
+    headers = [signed_header(injection, "GET", url) for _ in range(5)]
+    nonces = {oauth_params(header)["oauth_nonce"] for header in headers}
+    assert len(nonces) == 5
+    for header in headers:
+        assert abs(int(oauth_params(header)["oauth_timestamp"]) - time.time()) < 60
+        assert oauthlib_verifies("GET", url, header)
+
+
+def test_oauth1_query_characters_oauthlib_refuses_are_signed_as_the_server_decodes_them() -> None:
+    # Sent raw on the wire (servers accept them); a provider decodes `[` to `[` and a
+    # stray `%` to `%`, which is the canonical URL below. The fragment never travels.
+    raw = "https://api.example.com/s?tags=[a]|{b}&pct=100%&ok=%E2%9C%93#frag"
+    canonical = "https://api.example.com/s?tags=%5Ba%5D%7C%7Bb%7D&pct=100%25&ok=%E2%9C%93"
+    header = signed_header(oauth1_injection(), "GET", raw)
+    assert oauthlib_verifies("GET", canonical, header)
+
+
+def test_oauth1_unsignable_url_is_refused_without_echo() -> None:
+    injection = oauth1_injection()
+    assert injection.signer is not None
+    with pytest.raises(UnsignableRequest) as caught:
+        injection.signer("GET", f"https://api.example.com:99999/x?key={SECRET}")
+    assert isinstance(caught.value, InjectionError)
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "client", "field"),
+    [
+        ({"type": "OAUTH1", "oauth_token_secret": TOKEN_SECRET}, OAUTH1_CLIENT, "oauth_token"),
+        ({"type": "OAUTH1", "oauth_token": TOKEN}, OAUTH1_CLIENT, "oauth_token_secret"),
+        ({**OAUTH1, "oauth_token_secret": ""}, OAUTH1_CLIENT, "oauth_token_secret"),
+        ({**OAUTH1, "oauth_token_secret": 12}, OAUTH1_CLIENT, "oauth_token_secret"),
+        ({**OAUTH1, "oauth_token": SECRET + "\r\nx-evil: 1"}, OAUTH1_CLIENT, "oauth_token"),
+        (OAUTH1, None, "client_id"),
+        (OAUTH1, {"type": "OAUTH1", "client_secret": CONSUMER_SECRET}, "client_id"),
+        (OAUTH1, {"type": "OAUTH1", "client_id": CONSUMER_KEY}, "client_secret"),
+    ],
+)
+def test_oauth1_unusable_fields_are_named_never_echoed(
+    credentials: dict[str, Any], client: dict[str, Any] | None, field: str
+) -> None:
+    with pytest.raises(InvalidCredentialValue) as caught:
+        oauth1_injection(credentials=credentials, client=client)
+    assert caught.value.field == field
+    assert caught.value.credential_type == "OAUTH1"
+    for secret in (SECRET, TOKEN, CONSUMER_KEY, "x-evil"):
+        assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize("configured", ["RSA-SHA1", "HMAC-MD5", "5"])
+def test_oauth1_signature_methods_we_cannot_produce(configured: str) -> None:
+    with pytest.raises(UnsupportedAuth) as caught:
+        oauth1_injection(configured)
+    assert caught.value.credential_type == "OAUTH1"
+    assert "signature" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_oauth1_provider_headers_stay_static_next_to_the_signer() -> None:
+    injection = oauth1_injection(proxy_yaml="        headers:\n            x-extra: fixed\n")
+    assert injection.headers == (("x-extra", "fixed"),)
+    assert injection.signer is not None
+
+
+def test_only_signing_modes_get_a_signer() -> None:
+    oauth2 = build_injection(
+        connection({"type": "OAUTH2", "access_token": "a"}), custom_provider(""), None
+    )
+    assert oauth2.signer is None
+    assert oauth1_injection().signer is not None
+
+
+def test_oauth1_reprs_hide_keys_tokens_and_secrets() -> None:
+    injection = oauth1_injection("HMAC-SHA256")
+    for text in (repr(injection), repr(injection.signer), str(injection.signer)):
+        assert "HMAC-SHA256" in text
+        for secret in (SECRET, TOKEN, CONSUMER_KEY):
+            assert secret not in text
+
+
+def test_oauth1_signing_logs_no_query_values_or_tokens(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="oauthlib")
+    signed_header(oauth1_injection(), "GET", "https://api.example.com/x?query_value=qv-1234")
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    for secret in ("qv-1234", TOKEN, SECRET):
+        assert secret not in logged

@@ -22,6 +22,7 @@ from credentials.providers import (
     token_url,
 )
 from credentials.templates import UnresolvedTemplate, placeholders, resolve_base_url, unresolved
+from tests.factories import make_integration
 
 REQUIRED_PROVIDERS = (
     "github",
@@ -189,7 +190,10 @@ SAMPLE_CREDENTIALS: dict[str, dict[str, Any]] = {
     "NONE": {},
     "CUSTOM": {"type": "CUSTOM", "app": {}, "user": {}},
     "BILL": {"type": "BILL", "username": "u", "password": "p", "session_id": "s"},
+    "OAUTH1": {"type": "OAUTH1", "oauth_token": "t", "oauth_token_secret": "ts"},
 }
+# OAUTH1 signs with the integration's consumer key and secret.
+SAMPLE_CLIENT = make_integration({"type": "OAUTH1", "client_id": "ck", "client_secret": "cs"})
 
 
 def test_nango_providers_inject_without_leaking_templates(merged_catalogue: Catalogue) -> None:
@@ -199,9 +203,9 @@ def test_nango_providers_inject_without_leaking_templates(merged_catalogue: Cata
         connection = _connection(provider.name, credentials or {"type": provider.auth_mode})
         if credentials is None:
             with pytest.raises(UnsupportedAuth):
-                build_injection(connection, provider, None)
+                build_injection(connection, provider, SAMPLE_CLIENT)
             continue
-        injection = build_injection(connection, provider, None)
+        injection = build_injection(connection, provider, SAMPLE_CLIENT)
         injected += 1
         for name, value in (*injection.headers, *injection.query):
             assert not unresolved(value), (provider.name, name)

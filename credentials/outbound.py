@@ -1,4 +1,4 @@
-"""Outbound (SSRF) policy: which addresses the proxy may connect to.
+"""Outbound (SSRF) policy: which addresses the proxy and the token client may connect to.
 
 Two checks, because aiohttp has two ways to a socket:
 
@@ -13,7 +13,7 @@ Two checks, because aiohttp has two ways to a socket:
   no rebinding window.
 
 How a refusal reaches the caller (found by test against aiohttp 3.14, see
-tests/proxy/test_outbound.py): aiohttp wraps an ``OSError`` raised by a resolver in
+tests/credentials/test_outbound.py): aiohttp wraps an ``OSError`` raised by a resolver in
 ``aiohttp.ClientConnectorDNSError`` (``__cause__`` and ``.os_error`` are the original);
 any other exception propagates unchanged. :class:`OutboundBlocked` is deliberately not an
 ``OSError``, so::

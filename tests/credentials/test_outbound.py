@@ -11,7 +11,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import RawTestServer
 from yarl import URL
 
-from proxy.outbound import GuardedResolver, OutboundBlocked, blocked_reason, check_url
+from credentials.outbound import GuardedResolver, OutboundBlocked, blocked_reason, check_url
 
 RawServerFactory = Callable[..., Awaitable[RawTestServer]]
 

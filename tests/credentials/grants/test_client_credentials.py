@@ -1,0 +1,190 @@
+"""OAUTH2_CC against a fake endpoint that checks the grant, the client and the scope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from credentials.grants import GrantError, TokenHttp, renew
+from credentials.grants.client_credentials import scope_list
+from tests.credentials.grants.fakes import (
+    NOW,
+    Handler,
+    Received,
+    TokenServer,
+    answer,
+    client_is,
+    grant_request,
+    oauth_error,
+    provider,
+)
+
+STORED = {"type": "OAUTH2_CC", "client_id": "cc-id", "client_secret": "cc-secret"}
+
+
+def cc_endpoint(
+    answer_with: Mapping[str, Any],
+    *,
+    client: tuple[str, str] = ("cc-id", "cc-secret"),
+    grant_type: str = "client_credentials",
+    scope: str | None = None,
+    basic: bool = False,
+    in_query: bool = False,
+) -> Handler:
+    async def handle(request: web.Request, received: Received) -> web.StreamResponse:
+        params = dict(received.query) if in_query else received.params()
+        if in_query and received.body:
+            return oauth_error("invalid_request", 400, "query requests have no body")
+        if params.get("grant_type") != grant_type:
+            return oauth_error("unsupported_grant_type", 400)
+        if params.get("scope") != scope:
+            return oauth_error("invalid_scope", 400)
+        if not client_is(received, params, client, basic=basic):
+            return oauth_error("invalid_client", 401)
+        return web.json_response(dict(answer_with))
+
+    return handle
+
+
+def cc_provider(server: TokenServer, **definition: Any) -> Any:
+    return provider("OAUTH2_CC", token_url=server.url("/cc"), **definition)
+
+
+async def test_client_credentials_grant_with_stored_client(
+    server: TokenServer, http: TokenHttp
+) -> None:
+    server.on("/cc", cc_endpoint({"access_token": "cc-token", "expires_in": 600}, scope="a b"))
+    stored = {**STORED, "client_certificate": "CERT", "client_private_key": "KEY"}
+    request = grant_request(
+        http,
+        cc_provider(server),
+        stored,
+        client={"client_id": "integration-id", "client_secret": "integration-secret"},
+        connection_config={"oauth_scopes": "a,b"},
+    )
+    grant = await renew(request)
+    assert grant.credentials == {
+        "type": "OAUTH2_CC",
+        "token": "cc-token",
+        "expires_at": "2026-01-01T00:10:00.000Z",
+        "client_id": "cc-id",
+        "client_secret": "cc-secret",
+        "client_certificate": "CERT",
+        "client_private_key": "KEY",
+        "raw": {"access_token": "cc-token", "expires_in": 600},
+    }
+    assert grant.connection_config is None
+
+
+async def test_integration_client_basic_auth_and_scope_separator(
+    server: TokenServer, http: TokenHttp
+) -> None:
+    server.on(
+        "/cc",
+        cc_endpoint(
+            {"data": {"token": "data-token"}},
+            client=("integration-id", "integration-secret"),
+            scope="x,y",
+            basic=True,
+        ),
+    )
+    request = grant_request(
+        http,
+        cc_provider(server, token_request_auth_method="basic", scope_separator=","),
+        {"type": "OAUTH2_CC"},
+        client={
+            "client_id": "integration-id",
+            "client_secret": "integration-secret",
+            "scopes": "x,y",
+        },
+    )
+    grant = await renew(request)
+    assert grant.credentials["token"] == "data-token"
+    # no expiry in the answer: Nango's 55 minutes
+    assert grant.credentials["expires_at"] == "2026-01-01T00:55:00.000Z"
+    # the integration's client stays with the integration
+    assert "client_secret" not in grant.credentials
+
+
+async def test_zoom_style_grant_type_in_the_query_and_milliseconds(
+    server: TokenServer, http: TokenHttp
+) -> None:
+    server.on(
+        "/cc",
+        cc_endpoint(
+            {"jwt": "jwt-token", "expires_in": 120_000},
+            grant_type="account_credentials",
+            in_query=True,
+        ),
+    )
+    definition = {
+        "token_params": {
+            "grant_type": "account_credentials",
+            "account_id": "${connectionConfig.acct}",
+        },
+        "body_format": "query",
+        "expires_in_unit": "milliseconds",
+    }
+    request = grant_request(
+        http, cc_provider(server, **definition), STORED, connection_config={"acct": "A1"}
+    )
+    grant = await renew(request)
+    assert grant.credentials["token"] == "jwt-token"
+    assert grant.credentials["expires_at"] == "2026-01-01T00:02:00.000Z"
+    assert server.last.query["account_id"] == "A1"
+
+
+async def test_json_body_and_absolute_expiry(server: TokenServer, http: TokenHttp) -> None:
+    server.on("/cc", cc_endpoint({"access_token": "t", "expires_at": "2026-01-02T00:00:00Z"}))
+    grant = await renew(grant_request(http, cc_provider(server, body_format="json"), STORED))
+    assert server.last.headers["Content-Type"].startswith("application/json")
+    assert grant.credentials["expires_at"] == "2026-01-02T00:00:00.000Z"
+
+
+async def test_refusal_is_classified(server: TokenServer, http: TokenHttp) -> None:
+    server.on("/cc", cc_endpoint({"access_token": "t"}, client=("other", "other-secret")))
+    with pytest.raises(GrantError) as caught:
+        await renew(grant_request(http, cc_provider(server), STORED))
+    assert (caught.value.reason, caught.value.permanent, caught.value.status) == (
+        "invalid_client",
+        True,
+        401,
+    )
+    assert "cc-secret" not in str(caught.value)
+
+
+async def test_no_token_in_the_answer(server: TokenServer, http: TokenHttp) -> None:
+    server.on("/cc", answer({"expires_in": 5}))
+    with pytest.raises(GrantError) as caught:
+        await renew(grant_request(http, cc_provider(server), STORED, now=NOW))
+    assert (caught.value.reason, caught.value.permanent) == ("bad_response", False)
+
+
+@pytest.mark.parametrize(
+    ("definition", "stored", "client"),
+    [
+        ({"token_request_auth_method": "private_key_jwt"}, STORED, None),
+        ({"require_client_certificate": True}, STORED, None),
+        ({}, {"type": "OAUTH2_CC"}, None),
+    ],
+)
+async def test_misconfigured(
+    server: TokenServer,
+    http: TokenHttp,
+    definition: dict[str, Any],
+    stored: dict[str, Any],
+    client: dict[str, Any] | None,
+) -> None:
+    with pytest.raises(GrantError) as caught:
+        await renew(grant_request(http, cc_provider(server, **definition), stored, client=client))
+    assert caught.value.reason == "misconfigured"
+    assert server.received == []
+
+
+def test_scope_list() -> None:
+    assert scope_list("a, b,,c") == ["a", "b", "c"]
+    assert scope_list(["a", " ", 3, "b"]) == ["a", "b"]
+    assert scope_list(None) == []
