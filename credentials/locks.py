@@ -9,17 +9,19 @@ can never extend or delete its successor's lease. Once a renewal fails, finds an
 owner, or the lease has run past its last confirmed expiry, `Held.lost` turns True for
 good.
 
-`RefreshLocks` uses Redis (`RedisLock`) while it answers and the store's
-`refresh_leases` table (`StoreLease`) while it does not. Redis calls time out quickly
+`RefreshLocks` takes the Redis lease first and then the store's `refresh_leases` row
+behind it (`StoreLease`); while Redis does not answer it takes the store lease alone.
+Redis is the cheap gate most contenders stop at; the store lease is what excludes in
+every case, so a refresh stays exactly-once even when Redis dies while a lease is held:
+the holder keeps its store lease, and processes that fall back find it taken. It costs
+one store write and delete per refresh, never per request. Redis calls time out quickly
 and a circuit breaker skips Redis for a short cool-down after a failure, so an outage
 costs one timeout per cool-down; after the cool-down the next call tries Redis again,
 so the fallback ends by itself once Redis is back.
 
-Mutual exclusion is best effort across a switch between the two backends. If Redis dies
-while process A holds a Redis lease, process B falls back to the store lease and may
-take it while A still works; when Redis returns while B holds a store lease, process C
-may take the Redis lease. An acquire whose reply was lost to a timeout leaves a lease
-nobody holds until it expires. The refresh coordinator tolerates all of these: it
+What remains best effort: an acquire whose reply was lost to a timeout leaves a lease
+nobody holds until it expires, and a holder stalled past its ttl (its renewals failing)
+loses the lease to the next process. The refresh coordinator tolerates both: it
 re-reads the connection once it holds a lock and writes with compare-and-set, so a
 duplicate refresh costs one extra token call, never a lost or overwritten token.
 """
@@ -291,8 +293,43 @@ class StoreLease:
         await self._db.execute(_STORE_RELEASE, name, holder)
 
 
+class HeldPair:
+    """The Redis lease with the store lease behind it; the store lease is what excludes."""
+
+    def __init__(self, gate: Held, lease: Held) -> None:
+        self._gate = gate
+        self._lease = lease
+        self.name = lease.name
+
+    def __repr__(self) -> str:
+        return f"HeldPair(name={self.name!r}, lost={self.lost})"
+
+    @property
+    def lost(self) -> bool:
+        # Losing only the Redis gate (Redis died) leaves exclusivity intact.
+        return self._lease.lost
+
+    async def release(self) -> None:
+        await self._lease.release()
+        await self._gate.release()
+
+    async def __aenter__(self) -> HeldPair:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+
+Lease = Held | HeldPair
+
+
 class RefreshLocks:
-    """Redis first; on LockBackendDown the store lease, and Redis again once it answers."""
+    """The Redis lease, then the store lease behind it; the store lease alone without Redis."""
 
     def __init__(self, redis_lock: RedisLock | None, store_lease: StoreLease) -> None:
         self._redis = redis_lock
@@ -301,39 +338,49 @@ class RefreshLocks:
 
     @property
     def using_fallback(self) -> bool:
-        """Whether the last call was served by the store lease (always, without Redis)."""
+        """Whether the last call found Redis unusable (always, without Redis)."""
         return self._fallback
 
-    async def try_acquire(self, name: str) -> Held | None:
-        return await self._either(
-            lambda lock: lock.try_acquire(name), lambda: self._store.try_acquire(name)
-        )
-
-    async def holder_exists(self, name: str) -> bool:
-        return await self._either(
-            lambda lock: lock.holder_exists(name), lambda: self._store.holder_exists(name)
-        )
-
-    async def _either(
-        self,
-        on_redis: Callable[[RedisLock], Awaitable[T]],
-        on_store: Callable[[], Awaitable[T]],
-    ) -> T:
+    async def try_acquire(self, name: str) -> Lease | None:
         if self._redis is not None:
             try:
-                result = await on_redis(self._redis)
+                gate = await self._redis.try_acquire(name)
             except LockBackendDown:
                 self._switch(fallback=True)
             else:
                 self._switch(fallback=False)
-                return result
-        return await on_store()
+                return None if gate is None else await self._behind(gate, name)
+        return await self._store.try_acquire(name)
+
+    async def holder_exists(self, name: str) -> bool:
+        if self._redis is not None:
+            try:
+                on_redis = await self._redis.holder_exists(name)
+            except LockBackendDown:
+                self._switch(fallback=True)
+            else:
+                self._switch(fallback=False)
+                if on_redis:
+                    return True
+        return await self._store.holder_exists(name)
+
+    async def _behind(self, gate: Held, name: str) -> HeldPair | None:
+        try:
+            lease = await self._store.try_acquire(name)
+        except BaseException:
+            await gate.release()
+            raise
+        if lease is None:
+            # Someone took the store lease while Redis was out of their reach.
+            await gate.release()
+            return None
+        return HeldPair(gate, lease)
 
     def _switch(self, *, fallback: bool) -> None:
         if fallback == self._fallback:
             return
         self._fallback = fallback
         if fallback:
-            log.warning("redis unavailable; refresh locks use the store lease")
+            log.warning("redis unavailable; refresh locks use the store lease alone")
         else:
-            log.info("redis is back; refresh locks use redis again")
+            log.info("redis is back; refresh locks take the redis lease first again")

@@ -6,8 +6,9 @@ The path of one refresh, each step guarding against a different race:
    per-connection jitter so tokens issued together are not renewed together). A warm
    request that is not due does no I/O at all.
 2. **One flight per process.** Concurrent callers in this process share one attempt.
-3. **One holder across processes.** A lease in Redis, renewed while the token call runs,
-   or a lease row in the store when Redis is unreachable (`credentials.locks`). A caller
+3. **One holder across processes.** A lease in Redis backed by a lease row in the store,
+   both renewed while the token call runs; the store row alone while Redis is
+   unreachable (`credentials.locks`). A caller
    that finds the lease taken waits for the holder's write (a change event; a short
    poll without Redis) and re-reads, rather than spinning on the lock.
 4. **Re-read under the lease.** Another process may have just finished: then its
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from credentials.change_waiters import ChangeWaiters
 from credentials.expiry import stored_expiry
 from credentials.grants import Grant, GrantError, GrantRequest, TokenHttp, renew, renewable
-from credentials.locks import Held, RefreshLocks
+from credentials.locks import Lease, RefreshLocks
 from credentials.models import Connection, Integration, Provider
 from credentials.store import UNCHANGED, SqlStore
 from credentials.tasks import spawn
@@ -43,6 +44,9 @@ from credentials.tasks import spawn
 log = logging.getLogger("authgate.refresh")
 
 Clock = Callable[[], float]
+
+# A token is renewed no earlier than halfway through its lifetime.
+MAX_MARGIN_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +105,24 @@ class Refresher:
     # --- the cheap question every request asks ----------------------------------------
 
     def due_at(self, connection: Connection, provider: Provider) -> float:
-        """Epoch seconds from which the credentials should be renewed (inf: never)."""
+        """Epoch seconds from which the credentials should be renewed (inf: never).
+
+        A renewable connection with no token yet is due at once. The margin never
+        exceeds half of the token's lifetime, so a five-minute token is not renewed on
+        every request.
+        """
         if not renewable(connection, provider):
             return math.inf
-        expiry = stored_expiry(connection.credentials)
+        credentials = connection.credentials
+        if not (credentials.get("access_token") or credentials.get("token")):
+            return -math.inf
+        expiry = stored_expiry(credentials)
         if expiry is None:
             return math.inf  # nothing says when it expires: only a 401 will renew it
-        margin = _margin(provider, self._settings.margin)
+        margin = min(
+            _margin(provider, self._settings.margin),
+            _lifetime(connection, expiry) * MAX_MARGIN_SHARE,
+        )
         return expiry - margin - margin * self._settings.jitter * _spread(connection)
 
     # --- the refresh ----------------------------------------------------------------
@@ -215,7 +230,7 @@ class Refresher:
         return None
 
     async def _renew(
-        self, current: Connection, integration: Integration, provider: Provider, held: Held
+        self, current: Connection, integration: Integration, provider: Provider, held: Lease
     ) -> Connection:
         self._count(current, "attempt")
         request = GrantRequest(current, integration, provider, self._http, self._clock())
@@ -225,7 +240,7 @@ class Refresher:
             return await self._failed(current, error)
         return await self._persist(current, grant, held)
 
-    async def _persist(self, current: Connection, grant: Grant, held: Held) -> Connection:
+    async def _persist(self, current: Connection, grant: Grant, held: Lease) -> Connection:
         if held.lost:
             log.warning(
                 "refresh lease lost during the token call; relying on compare-and-set",
@@ -320,6 +335,18 @@ def _margin(provider: Provider, default: float) -> float:
     if isinstance(buffer, int | float) and not isinstance(buffer, bool) and buffer >= 0:
         return float(buffer)
     return default
+
+
+def _lifetime(connection: Connection, expiry: float) -> float:
+    """Seconds between when the token was obtained and `expiry` (inf when unknown)."""
+    obtained = connection.refresh.last_refresh_at
+    if obtained is not None:
+        issued = obtained / 1000
+    elif connection.updated_at is not None:
+        issued = connection.updated_at.timestamp()
+    else:
+        return math.inf
+    return expiry - issued if expiry > issued else math.inf
 
 
 def _spread(connection: Connection) -> float:

@@ -526,7 +526,9 @@ class SqlStore:
                 " metadata = excluded.metadata, tags = excluded.tags,"
                 " end_user = excluded.end_user,"
                 " webhook_url_override = excluded.webhook_url_override,"
-                " version = connections.version + 1," + _HEALTHY_REFRESH_STATE + ","
+                " version = connections.version + 1, last_refresh_at = NULL,"
+                + _HEALTHY_REFRESH_STATE
+                + ","
                 " updated_at = excluded.updated_at" + _RETURNING_CONNECTION,
                 environment_id,
                 integration.id,

@@ -37,7 +37,9 @@ class Target:
     `base_url` is None when the provider's template could not be resolved; then
     `base_url_problem` says why, and only a `Base-Url-Override` can serve the call.
     `refresh_due_at` (epoch seconds) is when the credentials should be renewed; inf when
-    they never expire or cannot be renewed.
+    they never expire or cannot be renewed. `injection_problem` says why the stored
+    credentials cannot be injected (a renewable connection with no token yet, say); the
+    freshen stage may still renew them, else the inject stage refuses the call.
     """
 
     connection: Connection
@@ -49,6 +51,7 @@ class Target:
     retry_rules: RetryRules
     forward_headers_on_redirect: bool
     refresh_due_at: float = math.inf
+    injection_problem: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,7 +77,8 @@ class ProxyContext:
     environment: Environment | None = None
     params: ProxyParams | None = None
     target: Target | None = None
-    url: str = ""
+    endpoint_url: str = ""  # where the call goes, before credential query parameters
+    url: str = ""  # the final upstream URL
     headers: list[tuple[str, str]] = field(default_factory=list)
     injected_header_names: frozenset[str] = frozenset()
     outcome: Outcome = field(default_factory=Outcome)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from credentials.cache import LocalCache
 from credentials.database import StoreUnavailable
-from credentials.injectors import InjectionError, UnsupportedAuth, build_injection
+from credentials.injectors import Injection, InjectionError, UnsupportedAuth, build_injection
 from credentials.models import Connection, Integration, Provider, RetryRules
 from credentials.providers import Catalogue
 from credentials.single_flight import SingleFlight
@@ -23,6 +23,7 @@ from proxy.context import Target
 from proxy.errors import InvalidCredentials, ProviderConfigError, UnknownConnection
 
 TargetKey = tuple[int, str, str]
+NO_INJECTION = Injection(headers=())
 DueAt = Callable[[Connection, Provider], float]
 
 
@@ -132,15 +133,18 @@ def build_target(
     provider: Provider,
     refresh_due_at: float = math.inf,
 ) -> Target:
+    injection_problem = None
     try:
         injection = build_injection(connection, provider, integration)
     except UnsupportedAuth as problem:
         raise ProviderConfigError(str(problem), code=compat.UNSUPPORTED_AUTH) from None
     except InjectionError as problem:
-        # The message names the field and the problem, never the value.
-        raise InvalidCredentials(
+        # The message names the field and the problem, never the value. Not raised yet:
+        # a renewal before the call may still produce usable credentials.
+        injection = NO_INJECTION
+        injection_problem = (
             f"The credentials of connection {connection.connection_id} cannot be used: {problem}"
-        ) from None
+        )
     base_url, base_url_problem = _base_url(connection, integration, provider)
     proxy = provider.proxy
     return Target(
@@ -153,6 +157,7 @@ def build_target(
         retry_rules=proxy.retry if proxy else RetryRules(),
         forward_headers_on_redirect=proxy.forward_headers_on_redirect if proxy else False,
         refresh_due_at=refresh_due_at,
+        injection_problem=injection_problem,
     )
 
 

@@ -24,7 +24,7 @@ from credentials.refresh import (
 from proxy.context import ProxyContext, Target
 from proxy.errors import InvalidCredentials, ProxyError, RefreshBackingOff, RefreshFailed
 from proxy.pipeline_types import Next, Stage
-from proxy.stages.inject import outbound_headers
+from proxy.stages.inject import apply_credentials
 from proxy.targets import TargetCache
 
 Reauthorize = Callable[[ProxyContext], Awaitable[bool]]
@@ -53,7 +53,7 @@ def reauthorizer(refresher: Refresher, targets: TargetCache) -> Reauthorize:
         if after.connection.version == before.connection.version:
             return False
         ctx.target = after
-        ctx.headers = outbound_headers(ctx)
+        apply_credentials(ctx)
         return True
 
     return reauthorize

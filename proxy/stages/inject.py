@@ -6,9 +6,9 @@ caller sends can strip what is injected. Layers, lowest first: the caller's plai
 `Accept`; the injected credential and provider headers; the caller's body description
 and its `Nango-Proxy-` headers (so `Nango-Proxy-Authorization` can override, as in Nango).
 
-The computation is a plain function of the resolved target, the final URL and the inbound
-request, so it can run again for a replay (after a credential refresh, say): per-request
-headers are rendered and signatures made afresh on every call.
+`apply_credentials` is a plain function of the resolved target, the endpoint URL and the
+inbound request, so it runs again for a replay after a credential refresh: credential
+query parameters are re-added, per-request headers rendered and signatures made afresh.
 """
 
 from __future__ import annotations
@@ -18,20 +18,30 @@ from aiohttp import web
 from credentials.injectors import Pairs, UnsignableRequest, render_dynamic
 from credentials.templates import request_values
 from proxy.context import ProxyContext
-from proxy.errors import InvalidUpstreamRequest
+from proxy.errors import InvalidCredentials, InvalidUpstreamRequest
 from proxy.headers import Header, apply_overrides, caller_header_layers
 from proxy.pipeline_types import Next, Stage
-from proxy.urls import endpoint_from_target, request_url
+from proxy.urls import add_query, endpoint_from_target, request_url
 
 
 def inject() -> Stage:
     async def stage(ctx: ProxyContext, following: Next) -> web.StreamResponse:
-        injected = injected_headers(ctx)
-        ctx.headers = outbound_headers(ctx, injected)
-        ctx.injected_header_names = frozenset(name.lower() for name, _ in injected)
+        apply_credentials(ctx)
         return await following(ctx)
 
     return stage
+
+
+def apply_credentials(ctx: ProxyContext) -> None:
+    """Set the final URL and headers of the upstream request from `ctx.resolved`."""
+    target = ctx.resolved
+    if target.injection_problem is not None:
+        raise InvalidCredentials(target.injection_problem)
+    query = target.injection.query
+    ctx.url = add_query(ctx.endpoint_url, query) if query else ctx.endpoint_url
+    injected = injected_headers(ctx)
+    ctx.headers = outbound_headers(ctx, injected)
+    ctx.injected_header_names = frozenset(name.lower() for name, _ in injected)
 
 
 def outbound_headers(ctx: ProxyContext, injected: Pairs | None = None) -> list[Header]:

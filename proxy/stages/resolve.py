@@ -10,7 +10,7 @@ from proxy.context import ProxyContext
 from proxy.errors import OutboundRefused, ProviderConfigError
 from proxy.pipeline_types import Next, Stage
 from proxy.targets import TargetCache
-from proxy.urls import add_query, endpoint_from_target, join_url
+from proxy.urls import endpoint_from_target, join_url
 
 
 def resolve(targets: TargetCache, *, allow_private: bool) -> Stage:
@@ -24,13 +24,11 @@ def resolve(targets: TargetCache, *, allow_private: bool) -> Stage:
                 target.base_url_problem or "no base URL", code=compat.MISSING_CONNECTION_CONFIG
             )
         url = join_url(base, endpoint_from_target(ctx.request.raw_path))
-        if target.injection.query:
-            url = add_query(url, target.injection.query)
         try:
             check_url(url, allow_private=allow_private)
         except OutboundBlocked as blocked:
             raise OutboundRefused.blocked(blocked.host, blocked.reason) from None
-        ctx.url = url
+        ctx.endpoint_url = ctx.url = url
         return await following(ctx)
 
     return stage

@@ -19,7 +19,7 @@ import redis.asyncio as redis
 
 from credentials.database import Database, open_database
 from credentials.locks import (
-    Held,
+    Lease,
     LockBackendDown,
     RedisLock,
     RefreshLocks,
@@ -430,7 +430,7 @@ async def test_without_redis_the_store_lease_is_the_lock(
         assert await second.holder_exists(NAME)
 
 
-async def test_refresh_locks_use_redis_while_it_answers(
+async def test_refresh_locks_take_redis_then_the_store_lease_behind_it(
     databases: Callable[[], Awaitable[Database]],
     redis_lock: Callable[..., RedisLock],
     raw_redis: redis.Redis,
@@ -441,7 +441,9 @@ async def test_refresh_locks_use_redis_while_it_answers(
     async with await _acquired(locks):
         assert not locks.using_fallback
         assert await raw_redis.exists(f"{prefix}:lock:{NAME}") == 1
-        assert await db.fetchval("SELECT count(*) FROM refresh_leases") == 0
+        assert await db.fetchval("SELECT count(*) FROM refresh_leases") == 1
+    assert await raw_redis.exists(f"{prefix}:lock:{NAME}") == 0
+    assert await db.fetchval("SELECT count(*) FROM refresh_leases") == 0
 
 
 async def test_refresh_locks_fall_back_to_the_store_and_return_to_redis(
@@ -464,15 +466,16 @@ async def test_refresh_locks_fall_back_to_the_store_and_return_to_redis(
     assert await process_b.try_acquire(NAME) is None
 
     await private_redis.stop()
-    # Redis died while A holds its lease: B cannot see it and takes the store lease.
-    # A duplicate holder is the accepted cost; the coordinator's re-read absorbs it.
-    held_b = await _acquired(process_b)
+    # Redis died while A holds its lease: B falls back, and A's store lease keeps it out.
+    assert await process_b.try_acquire(NAME) is None
     assert process_b.using_fallback
-    # Among processes on the fallback, the store lease excludes.
+    assert not held_a.lost
+    assert await process_b.holder_exists(NAME)
+    await held_a.release()  # the store lease goes; the Redis one cannot: logged, not raised
+    held_b = await _acquired(process_b)
     assert await process_c.try_acquire(NAME) is None
     assert process_c.using_fallback
     assert await process_c.holder_exists(NAME)
-    await held_a.release()  # Redis is down: logged, not raised
     await held_b.release()
     assert not await process_c.holder_exists(NAME)
 
@@ -524,7 +527,7 @@ async def test_a_hanging_redis_costs_one_attempt_per_cooldown(
 # --- helpers -----------------------------------------------------------------------------
 
 
-async def _acquired(lock: RedisLock | StoreLease | RefreshLocks) -> Held:
+async def _acquired(lock: RedisLock | StoreLease | RefreshLocks) -> Lease:
     held = await lock.try_acquire(NAME)
     assert held is not None
     return held

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,6 +116,7 @@ class World:
     port: int
     make_stack: Callable[..., Awaitable[Stack]]
     first: Stack
+    elsewhere: SqlStore  # a lease store no other stack uses: its leases exclude nobody
 
     async def connection(
         self, name: str, *, expires_in: float = -60.0, store: SqlStore | None = None
@@ -134,6 +136,19 @@ class World:
             connection_config={"port": str(self.port)},
         )
 
+    async def obtained_long_ago(self, connection: Connection) -> Connection:
+        """The connection as if its token had been issued an hour ago (a full lifetime)."""
+        store = self.first.store
+        an_hour_ago = int((time.time() - 3600) * 1000)
+        await store.db.execute(
+            "UPDATE connections SET updated_at = $1 WHERE id = $2", an_hour_ago, connection.id
+        )
+        aged = await store.get_connection(
+            connection.environment_id, connection.provider_config_key, connection.connection_id
+        )
+        assert aged is not None
+        return aged
+
     async def fresh(self, stack: Stack, connection: Connection, **flags: bool) -> Connection:
         return await stack.refresher.fresh(connection, self.integration, self.provider, **flags)
 
@@ -142,7 +157,7 @@ SETTINGS = RefreshSettings(poll_interval=0.02, rotation_grace=0.5, backoff_first
 
 
 @pytest.fixture
-async def world(database_url: str, keyring: Keyring) -> AsyncIterator[World]:
+async def world(database_url: str, keyring: Keyring, tmp_path: Path) -> AsyncIterator[World]:
     endpoint = TokenEndpoint()
     app = web.Application()
     app.router.add_post("/token", endpoint.token)
@@ -150,14 +165,17 @@ async def world(database_url: str, keyring: Keyring) -> AsyncIterator[World]:
     await server.start_server()
     prefix = f"authgate-test-{secrets.token_hex(4)}"
     stacks: list[Stack] = []
+    elsewhere = await open_store(f"sqlite:///{tmp_path / 'other-leases.db'}", keyring)
 
-    async def make_stack(redis_url: str | None = REDIS_URL) -> Stack:
+    async def make_stack(
+        redis_url: str | None = REDIS_URL, *, lease_store: SqlStore | None = None
+    ) -> Stack:
         store = await open_store(database_url, keyring)
         waiters = ChangeWaiters()
         store.subscribe(waiters.on_change)
         client = open_redis(redis_url) if redis_url else None
         redis_lock = RedisLock(client, prefix=prefix) if client is not None else None
-        locks = RefreshLocks(redis_lock, StoreLease(store.db))
+        locks = RefreshLocks(redis_lock, StoreLease((lease_store or store).db))
         http = TokenHttp(allow_private=True)
         stack = Stack(store, Refresher(store, locks, http, waiters, SETTINGS), http, client)
         stacks.append(stack)
@@ -173,10 +191,11 @@ async def world(database_url: str, keyring: Keyring) -> AsyncIterator[World]:
         credentials={"type": "OAUTH2", "client_id": "cid", "client_secret": "csecret"},
     )
     try:
-        yield World(endpoint, provider, integration, server.port or 0, make_stack, first)
+        yield World(endpoint, provider, integration, server.port or 0, make_stack, first, elsewhere)
     finally:
         for stack in stacks:
             await stack.close()
+        await elsewhere.close()
         await server.close()
 
 
@@ -273,7 +292,8 @@ async def test_a_refused_refresh_needs_reauthorisation_until_new_credentials(
 async def test_a_transient_failure_backs_off_and_keeps_a_still_valid_token(
     world: World,
 ) -> None:
-    valid = await world.connection("c1", expires_in=60)  # inside the 15 min margin
+    # Inside the 15 min margin, and the token has lived long enough for that margin.
+    valid = await world.obtained_long_ago(await world.connection("c1", expires_in=60))
     world.endpoint.failures.append((503, {"error": "temporarily_unavailable"}))
 
     kept = await world.fresh(world.first, valid)
@@ -306,7 +326,9 @@ async def test_an_expired_token_whose_refresh_failed_reports_backoff(world: Worl
 
 async def test_a_rejected_duplicate_is_absorbed_by_rereading_the_store(world: World) -> None:
     """Another process rotated the token just before our call reached the provider."""
-    other = await world.make_stack(DEAD_REDIS_URL)  # its lock lives in the store
+    # A process whose lease excluded nobody (as when a lease expired under a stalled
+    # holder): both refresh, and the provider rejects the slower one's reused token.
+    other = await world.make_stack(DEAD_REDIS_URL, lease_store=world.elsewhere)
     connection = await world.connection("c1")
     world.endpoint.hold = release = asyncio.Event()
     ours = asyncio.ensure_future(world.fresh(world.first, connection))
@@ -322,3 +344,29 @@ async def test_a_rejected_duplicate_is_absorbed_by_rereading_the_store(world: Wo
     stored = await world.first.store.get_connection(connection.environment_id, "fake", "c1")
     assert stored == theirs
     assert not stored.refresh.needs_reauth
+
+
+async def test_a_renewable_connection_without_a_token_yet_is_due_at_once(world: World) -> None:
+    await world.connection("c1")
+    tokenless = await world.first.store.upsert_connection(
+        world.integration.environment_id,
+        world.integration,
+        connection_id="c1",
+        credentials={"type": "OAUTH2", "refresh_token": "rt-c1-0"},
+        connection_config={"port": str(world.port)},
+    )
+
+    renewed = await world.fresh(world.first, tokenless)
+
+    assert renewed.credentials["access_token"] == "at-c1-1"
+
+
+async def test_a_short_lived_token_is_renewed_halfway_not_on_every_call(world: World) -> None:
+    # Five minutes of life is less than the 15 minute margin: the margin shrinks to half.
+    short = await world.connection("c1", expires_in=300)
+    assert await world.fresh(world.first, short) is short
+
+    assert world.endpoint.issued == 0
+    # The same five minutes left on an hour-long token: inside the full margin.
+    long_lived = await world.obtained_long_ago(short)
+    assert world.first.refresher.due_at(long_lived, world.provider) < time.time()

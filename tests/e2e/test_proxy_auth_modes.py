@@ -486,14 +486,6 @@ def tokenless(key: str, accounts: Accounts, jwt_pair: KeyPair) -> dict[str, Any]
     return jwt_credentials(key, accounts, jwt_pair)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "refresh path: a connection with no token yet is refused as invalid_credentials "
-        "(the target build needs the token before the freshen stage runs, and due_at is "
-        "infinite without an expires_at); see the issue-4 auth-modes report"
-    ),
-)
 @pytest.mark.parametrize("key", ["cc", "app", "jwt-hs", "two-step"])
 async def test_credentials_without_a_token_get_one_before_the_call(
     gate: Authgate,
