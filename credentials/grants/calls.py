@@ -79,6 +79,10 @@ def _identity(value: Any) -> Any:
 
 def _uri_component_tree(value: Any) -> Any:
     if isinstance(value, str):
+        if value.strip(".") == "":
+            # "." and ".." survive percent-encoding as unreserved characters, and URL
+            # parsing would resolve them as path segments: spell every dot as %2E.
+            return value.replace(".", "%2E")
         return quote(value, safe=_URI_COMPONENT_SAFE)
     if isinstance(value, Mapping):
         return {key: _uri_component_tree(item) for key, item in value.items()}

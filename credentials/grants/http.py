@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import unquote
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -82,6 +83,8 @@ class TokenHttp:
         aiohttp cannot send), `timeout` or `network`. Any HTTP status is returned.
         """
         with translate_errors():
+            if _has_dot_segment(call.url):
+                raise GrantError("misconfigured", "the token URL has a '.' or '..' path segment")
             # Parsed once: the URL the policy checks is the very object aiohttp sends to.
             url = URL(call.url)
             check_url(url, allow_private=self.allow_private)
@@ -127,6 +130,13 @@ class TokenHttp:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
             )
         return self._session
+
+
+def _has_dot_segment(url: str) -> bool:
+    """URL parsing resolves `.`/`..` segments (even spelled %2E): a value interpolated into
+    a path must not be able to climb out of it."""
+    raw_path = URL(url, encoded=True).raw_path
+    return any(unquote(segment) in {".", ".."} for segment in raw_path.split("/"))
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from proxy.redirects import MAX_REDIRECTS, next_hop
 from proxy.retry import RetryPolicy, decide
 from proxy.settings import ProxySettings
 from proxy.stages.freshen import Reauthorize
+from proxy.stages.inject import apply_credentials
 from proxy.streaming import stream_back
 from proxy.upstream import Upstream, UpstreamRequest
 
@@ -106,6 +107,8 @@ async def _with_retries(
         await asyncio.sleep(decision.delay)
         attempt += 1
         ctx.outcome.retries = attempt
+        if ctx.resolved.injection.signer is not None:
+            apply_credentials(ctx)  # a signature carries a nonce: never send one twice
 
 
 async def _replay_after_renewal(

@@ -76,6 +76,7 @@ class Checked:
 class OAuth1Api:
     def __init__(self) -> None:
         self.checked: list[Checked] = []
+        self.unavailable_once: set[str] = set()  # paths answered 503 once, after checking
         self._nonces: set[tuple[str, str]] = set()
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -93,6 +94,9 @@ class OAuth1Api:
         self.checked.append(Checked(received, verdict, oauth))
         if verdict != "ok":
             return web.json_response({"errors": [{"message": verdict}]}, status=401)
+        if request.path in self.unavailable_once:
+            self.unavailable_once.discard(request.path)
+            return web.json_response({"errors": [{"message": "try again"}]}, status=503)
         return web.json_response({"ok": True, "echo": body.decode()})
 
     def _verdict(self, request: web.Request, oauth: dict[str, str]) -> str:
@@ -222,6 +226,20 @@ async def test_every_request_is_signed_afresh(gate: Authgate, api: tuple[OAuth1A
         # The fake refuses a nonce it has seen, so a cached signature would fail here.
         assert status == 200, body
     assert len({checked.oauth["oauth_nonce"] for checked in fake.checked}) == 3
+
+
+async def test_a_retry_is_signed_again_with_a_new_nonce(
+    gate: Authgate, api: tuple[OAuth1Api, int]
+) -> None:
+    fake, port = api
+    await connect(gate, port)
+    fake.unavailable_once.add("/api/flaky")
+
+    status, body, _ = await proxied(gate, "GET", "/proxy/flaky", headers={"Retries": "1"})
+
+    # The fake refuses a nonce it has seen: a replayed signature would be a 401 here.
+    assert status == 200, body
+    assert [checked.verdict for checked in fake.checked] == ["ok", "ok"]
 
 
 async def test_post_with_json_body_is_signed(gate: Authgate, api: tuple[OAuth1Api, int]) -> None:

@@ -281,6 +281,27 @@ async def test_proxy_serves_a_warm_connection_without_the_store(
     assert len(authgate.provider.received) == 2
 
 
+async def test_proxy_serves_an_expired_cache_entry_while_the_store_is_down(
+    make_authgate: Factory, relay: TcpRelay
+) -> None:
+    """Expired means "re-check", not "wrong": the last known connection beats a 503."""
+    instance = await make_authgate(AUTHGATE_CACHE_TTL="0.001")  # every entry expires at once
+    await instance.integration("basic", "fake-basic")
+    await instance.connection("basic", "c1", BASIC)
+    warm = await instance.proxy(
+        "GET", "/proxy/users", provider_config_key="basic", connection_id="c1"
+    )
+    assert warm.status == 200, await warm.text()
+
+    relay.cut()
+    response = await instance.proxy(
+        "GET", "/proxy/users", provider_config_key="basic", connection_id="c1"
+    )
+
+    assert response.status == 200, await response.text()
+    assert instance.provider.last().header("Authorization") == "Basic dXNlcjpiYXNpYy1wYXNzd29yZA=="
+
+
 # --- the database layer --------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from credentials.grants import GrantError
+from credentials.grants import GrantError, TokenCall, TokenHttp
 from credentials.grants.calls import (
     ClientCredentials,
     basic_authorization,
@@ -30,6 +30,24 @@ def test_config_values_are_encoded_as_uri_components() -> None:
     assert url_for(template, {"host": "acme", "path": "x/y?z=1&w"}) == (
         "https://acme.example.com/t/x%2Fy%3Fz%3D1%26w"
     )
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_dot_segments_from_config_cannot_climb_the_token_path(dots: str) -> None:
+    template = "https://api.example.com/app/installations/${connectionConfig.id}/access_tokens"
+    url = url_for(template, {"id": dots})
+    assert url.endswith("/installations/" + "%2E" * len(dots) + "/access_tokens")
+
+
+@pytest.mark.parametrize("dots", ["%2E%2E", "..", "%2e"])
+async def test_the_token_client_refuses_dot_segments(dots: str) -> None:
+    http = TokenHttp(allow_private=False)
+    try:
+        with pytest.raises(GrantError) as refused:
+            await http.send(TokenCall("POST", f"https://api.example.com/a/{dots}/token"))
+    finally:
+        await http.close()
+    assert refused.value.reason == "misconfigured"
 
 
 def test_skip_encode_base_url_leaves_values_as_they_are() -> None:
