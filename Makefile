@@ -35,8 +35,9 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
+# Two workers: the suite waits on sockets and subprocesses as much as it computes.
 unit: install-dev
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 bench: install-dev
 	$(BIN)/python -m loadtest.bench

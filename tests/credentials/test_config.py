@@ -41,7 +41,7 @@ def test_explicit_values() -> None:
     ("variable", "value"),
     [
         ("AUTHGATE_SECRET_KEY", "123"),
-        ("AUTHGATE_SECRET_KEY", str(uuid.uuid1())),
+        ("AUTHGATE_SECRET_KEY", "bd79215a-e8e9-11f1-9b8b-02fc00000001"),  # a UUID v1
         ("AUTHGATE_ENCRYPTION_KEY", "%%%"),
         ("AUTHGATE_ENCRYPTION_KEY", key(16)),
         ("DATABASE_URL", "mysql://x"),
