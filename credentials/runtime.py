@@ -16,6 +16,7 @@ import redis.asyncio as redis
 from credentials.change_waiters import ChangeWaiters
 from credentials.changes import ChangeHub, RedisChangeBridge
 from credentials.config import CoreSettings
+from credentials.connection_cache import ConnectionCache
 from credentials.crypto import Keyring
 from credentials.grants import TokenHttp
 from credentials.keys import SecretKeyResolver
@@ -37,8 +38,13 @@ class CoreServices:
     token_http: TokenHttp
     bridge: RedisChangeBridge | None = None
     redis: redis.Redis | None = None
+    connection_cache: ConnectionCache | None = None
+    """The shared Redis tier of connection rows; None without REDIS_URL."""
 
     async def close(self) -> None:
+        # The cache first: its pending tombstones publish their events through the bridge.
+        if self.connection_cache is not None:
+            await self.connection_cache.close()
         if self.bridge is not None:
             await self.bridge.close()
         await self.token_http.close()
@@ -72,11 +78,13 @@ async def open_core(settings: CoreSettings, keyring: Keyring) -> CoreServices:
     changes.subscribe(keys.on_change, reset=keys.clear)
     waiters = ChangeWaiters()
     changes.subscribe(waiters.on_change, reset=waiters.reset)
-    bridge = client = None
+    bridge = client = connection_cache = None
     if settings.redis_url is not None:
         bridge = RedisChangeBridge(changes, settings.redis_url, f"{settings.redis_prefix}:changes")
         await bridge.start()
         client = open_redis(settings.redis_url)
+        connection_cache = ConnectionCache(client, store, prefix=settings.redis_prefix)
+        _invalidate_before_publishing(changes, connection_cache)
     token_http = TokenHttp(allow_private=settings.allow_private_upstreams)
     refresher = Refresher(
         store,
@@ -86,8 +94,30 @@ async def open_core(settings: CoreSettings, keyring: Keyring) -> CoreServices:
         RefreshSettings(margin=settings.refresh_margin),
     )
     return CoreServices(
-        settings, store, catalogue, keys, changes, refresher, token_http, bridge, client
+        settings,
+        store,
+        catalogue,
+        keys,
+        changes,
+        refresher,
+        token_http,
+        bridge,
+        client,
+        connection_cache,
     )
+
+
+def _invalidate_before_publishing(changes: ChangeHub, cache: ConnectionCache) -> None:
+    """Route this process's changes through the Redis tier on their way out.
+
+    The hub hands every write of this process to its outbox (the bridge's publisher) and
+    never a remote one, so the writing process alone retires the cached value; and it
+    publishes only after that, so no other process re-reads the old value on the event.
+    """
+    publish = changes.outbox
+    if publish is None:
+        raise RuntimeError("the change bridge must be started before the connection cache")
+    changes.outbox = cache.publishing_after_invalidation(publish)
 
 
 def _refresh_locks(store: SqlStore, client: redis.Redis | None, prefix: str) -> RefreshLocks:

@@ -58,6 +58,9 @@ UNCHANGED = _Unchanged.UNCHANGED
 
 Unchanged = Literal[_Unchanged.UNCHANGED]
 
+SealedRow = dict[str, Any]
+"""A row exactly as stored (secrets still encrypted), every value a JSON scalar."""
+
 
 class StoreError(Exception):
     """Base class of the errors the store raises on purpose."""
@@ -416,6 +419,26 @@ class SqlStore:
         )
         return None if row is None else self._integration(row)
 
+    async def get_integration_sealed(
+        self, environment_id: int, unique_key: str
+    ) -> SealedRow | None:
+        """The integration's row as stored, its secrets still encrypted; None if absent.
+
+        For caches that must hold ciphertext only: every value is a JSON scalar, and
+        `open_sealed_integration` turns the row into an `Integration`.
+        """
+        row = await self._db.fetchrow(
+            f"SELECT {_INTEGRATION_COLUMNS} FROM integrations"
+            " WHERE environment_id = $1 AND unique_key = $2",
+            environment_id,
+            unique_key,
+        )
+        return None if row is None else dict(row)
+
+    def open_sealed_integration(self, row: Row) -> Integration:
+        """Decrypt a row from `get_integration_sealed`; raises `CredentialsUnreadable`."""
+        return self._integration(row)
+
     async def list_integrations(self, environment_id: int) -> list[Integration]:
         rows = await self._db.fetch(
             f"SELECT {_INTEGRATION_COLUMNS} FROM integrations WHERE environment_id = $1"
@@ -557,6 +580,28 @@ class SqlStore:
             connection_id,
         )
         return None if row is None else self._connection(row)
+
+    async def get_connection_sealed(
+        self, environment_id: int, provider_config_key: str, connection_id: str
+    ) -> SealedRow | None:
+        """The connection's row as stored, `credentials_enc` still encrypted; None if absent.
+
+        For caches that must hold ciphertext only: every value is a JSON scalar, and
+        `open_sealed` turns the row into a `Connection` (the encryption's associated data
+        binds the credentials to the row's environment, integration and connection id).
+        """
+        row = await self._db.fetchrow(
+            _SELECT_CONNECTION
+            + " WHERE c.environment_id = $1 AND i.unique_key = $2 AND c.connection_id = $3",
+            environment_id,
+            provider_config_key,
+            connection_id,
+        )
+        return None if row is None else dict(row)
+
+    def open_sealed(self, row: Row) -> Connection:
+        """Decrypt a row from `get_connection_sealed`; raises `CredentialsUnreadable`."""
+        return self._connection(row)
 
     async def list_connections(
         self,
@@ -1037,6 +1082,7 @@ __all__ = [
     "ChangeKind",
     "CredentialsUnreadable",
     "NotFound",
+    "SealedRow",
     "SqlStore",
     "StoreError",
     "open_store",

@@ -20,7 +20,11 @@ TARGETS = web.AppKey("targets", TargetCache)
 
 def add_proxy_routes(app: web.Application, settings: ProxySettings, core: CoreServices) -> None:
     targets = TargetCache(
-        core.store, core.catalogue, ttl=settings.cache_ttl, due_at=core.refresher.due_at
+        core.store,
+        core.catalogue,
+        ttl=settings.cache_ttl,
+        due_at=core.refresher.due_at,
+        shared=core.connection_cache,
     )
     core.changes.subscribe(targets.on_change, reset=targets.clear)
     upstream = Upstream(settings)

@@ -2,7 +2,8 @@
 
 All per-connection work (decryption, base URL interpolation, credential header blocks)
 happens here on a cache fill, so a warm request does no store query and no template work.
-Concurrent misses for one connection share a single store read.
+Concurrent misses for one connection share a single read. With Redis, a miss reads
+through the shared connection tier (`credentials/connection_cache.py`) before the store.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Callable
 
 from credentials.cache import LocalCache
+from credentials.connection_cache import ConnectionCache, ConnectionRecord
 from credentials.database import StoreUnavailable
 from credentials.injectors import Injection, InjectionError, UnsupportedAuth, build_injection
 from credentials.models import Connection, Integration, Provider, RetryRules
@@ -33,11 +35,18 @@ def _never_due(connection: Connection, provider: Provider) -> float:
 
 class TargetCache:
     def __init__(
-        self, store: SqlStore, catalogue: Catalogue, *, ttl: float, due_at: DueAt = _never_due
+        self,
+        store: SqlStore,
+        catalogue: Catalogue,
+        *,
+        ttl: float,
+        due_at: DueAt = _never_due,
+        shared: ConnectionCache | None = None,
     ) -> None:
         self._store = store
         self._catalogue = catalogue
         self._due_at = due_at
+        self._shared = shared
         self._cache: LocalCache[TargetKey, Target] = LocalCache(ttl)
         self._loads: SingleFlight[TargetKey, Target] = SingleFlight("target-load")
         # Bumped by every change: a load that started before a change must not be cached,
@@ -75,27 +84,35 @@ class TargetCache:
             self._cache.discard_matching(lambda key: key[0] == event.environment_id)
 
     async def _load(self, key: TargetKey) -> Target:
-        environment_id, provider_config_key, connection_id = key
+        _, provider_config_key, connection_id = key
         generation = self._generation
         try:
-            integration = await self._store.get_integration(environment_id, provider_config_key)
-            if integration is None:
-                raise UnknownConnection(connection_id, provider_config_key)
-            connection = await self._store.get_connection(
-                environment_id, provider_config_key, connection_id
-            )
+            record = await self._read(key)
         except CredentialsUnreadable:
             raise InvalidCredentials(
                 f"The stored credentials of connection {connection_id} cannot be decrypted "
                 "with the configured AUTHGATE_ENCRYPTION_KEY"
             ) from None
-        if connection is None:
+        if record is None:
             raise UnknownConnection(connection_id, provider_config_key)
+        integration, connection = record.integration, record.connection
         provider = self._provider(integration)
         target = build_target(connection, integration, provider, self._due_at(connection, provider))
         if generation == self._generation:
             self._cache.put(key, target)
         return target
+
+    async def _read(self, key: TargetKey) -> ConnectionRecord | None:
+        if self._shared is not None:
+            return await self._shared.load(key)
+        environment_id, provider_config_key, connection_id = key
+        integration = await self._store.get_integration(environment_id, provider_config_key)
+        if integration is None:
+            return None
+        connection = await self._store.get_connection(
+            environment_id, provider_config_key, connection_id
+        )
+        return None if connection is None else ConnectionRecord(integration, connection)
 
     def renewed(self, target: Target, connection: Connection) -> Target:
         """`target` with renewed credentials, also replacing an older cached entry.
