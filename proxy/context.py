@@ -56,13 +56,22 @@ class Target:
 
 @dataclass(slots=True)
 class Outcome:
-    """What happened upstream, for the one log line per request."""
+    """What happened, for the one log line (and the metrics) per request.
+
+    `refresh` names what a credential renewal did for this request: `renewed`, `reused`
+    (another flight or process had just renewed), or the failure reason. `retry_reasons`
+    holds `RetryDecision.reason` of every retry taken. `rate_limit` says how a rate limit
+    touched the request: `waited`, `rejected` (ours) or `provider` (a provider 429).
+    """
 
     status: int = 0
     upstream_host: str = ""
     upstream_seconds: float = 0.0
     retries: int = 0
+    retry_reasons: list[str] = field(default_factory=list)
     reauthorized: bool = False
+    refresh: str | None = None
+    rate_limit: str | None = None
     bytes_in: int = 0
     bytes_out: int = 0
     error_code: str | None = None

@@ -107,6 +107,7 @@ async def _with_retries(
         await asyncio.sleep(decision.delay)
         attempt += 1
         ctx.outcome.retries = attempt
+        ctx.outcome.retry_reasons.append(decision.reason)
         if ctx.resolved.injection.signer is not None:
             apply_credentials(ctx)  # a signature carries a nonce: never send one twice
 

@@ -34,7 +34,7 @@ def freshen(refresher: Refresher, targets: TargetCache) -> Stage:
     async def stage(ctx: ProxyContext, following: Next) -> web.StreamResponse:
         target = ctx.resolved
         if time.time() >= target.refresh_due_at:
-            ctx.target = await _renewed(refresher, targets, target, force=False)
+            ctx.target = await _renewed(ctx, refresher, targets, target, force=False)
         return await following(ctx)
 
     return stage
@@ -49,7 +49,7 @@ def reauthorizer(refresher: Refresher, targets: TargetCache) -> Reauthorize:
 
     async def reauthorize(ctx: ProxyContext) -> bool:
         before = ctx.resolved
-        after = await _renewed(refresher, targets, before, force=True)
+        after = await _renewed(ctx, refresher, targets, before, force=True)
         if after.connection.version == before.connection.version:
             return False
         ctx.target = after
@@ -60,20 +60,24 @@ def reauthorizer(refresher: Refresher, targets: TargetCache) -> Reauthorize:
 
 
 async def _renewed(
-    refresher: Refresher, targets: TargetCache, target: Target, *, force: bool
+    ctx: ProxyContext, refresher: Refresher, targets: TargetCache, target: Target, *, force: bool
 ) -> Target:
     try:
         connection = await refresher.fresh(
             target.connection, target.integration, target.provider, force=force
         )
     except RefreshError as failure:
+        ctx.outcome.refresh = failure.reason or "failed"
         raise _as_proxy_error(failure, target) from None
     except StoreUnavailable:
+        ctx.outcome.refresh = "store_unavailable"
         # Renewal needs the store (re-read, compare-and-set). Until it is back, a token
         # that is due but not yet expired still works; an expired one cannot.
         if force or not still_valid(target.connection, time.time()):
             raise
         return target
+    renewed = connection.version != target.connection.version
+    ctx.outcome.refresh = "renewed" if renewed else "unchanged"
     return targets.renewed(target, connection)
 
 
