@@ -90,6 +90,9 @@ class ProxyContext:
     url: str = ""  # the final upstream URL
     headers: list[tuple[str, str]] = field(default_factory=list)
     injected_header_names: frozenset[str] = frozenset()
+    # Headers authgate sets on the provider's response (a normalised Retry-After, say);
+    # each replaces every provider header of the same name.
+    response_header_overrides: list[tuple[str, str]] = field(default_factory=list)
     outcome: Outcome = field(default_factory=Outcome)
 
     # Stages run in a fixed order, so a missing value here is a pipeline bug, not input.

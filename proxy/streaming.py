@@ -27,6 +27,8 @@ async def stream_back(
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     for name, value in _headers(upstream, decompressed=decompressed):
         response.headers.add(name, value)
+    for name, value in ctx.response_header_overrides:
+        response.headers[name] = value
     response.headers[compat.REQUEST_ID_HEADER] = ctx.request_id
     ctx.outcome.status = upstream.status
     await response.prepare(ctx.request)
