@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import uvloop
 from aiohttp import web
 
 from authgate.bootstrap import start_core
+from credentials.activity import ActivitySettings
 from credentials.config import CoreSettings
 from credentials.runtime import CoreServices
 from management.app import add_management_routes
 from management.settings import ManagementSettings
-from proxy.app import add_health_routes, add_proxy_routes
+from proxy import metrics
+from proxy.access_log import install_activity_log
+from proxy.app import add_health_routes, add_metrics_route, add_proxy_routes
 from proxy.settings import ProxySettings
 
 log = logging.getLogger("authgate")
@@ -33,12 +37,19 @@ def say(message: str) -> None:
     print(f"authgate: {message}", file=sys.stderr, flush=True)
 
 
-async def build_serve_app(proxy: ProxySettings, management: ManagementSettings) -> web.Application:
-    return await _build(proxy.core, proxy=proxy, management=management)
+async def build_serve_app(
+    proxy: ProxySettings,
+    management: ManagementSettings,
+    *,
+    activity: ActivitySettings | None = None,
+) -> web.Application:
+    return await _build(proxy.core, proxy=proxy, management=management, activity=activity)
 
 
-async def build_proxy_app(proxy: ProxySettings) -> web.Application:
-    return await _build(proxy.core, proxy=proxy)
+async def build_proxy_app(
+    proxy: ProxySettings, *, activity: ActivitySettings | None = None
+) -> web.Application:
+    return await _build(proxy.core, proxy=proxy, activity=activity)
 
 
 async def build_management_app(management: ManagementSettings) -> web.Application:
@@ -50,14 +61,22 @@ async def _build(
     *,
     proxy: ProxySettings | None = None,
     management: ManagementSettings | None = None,
+    activity: ActivitySettings | None = None,
 ) -> web.Application:
+    # Read before anything opens, so a bad value stops the start cleanly. The process
+    # environment, as the CLI reads ProxySettings from it too.
+    activity = activity or ActivitySettings.from_env(os.environ)
+    # Before the core opens, so a store or Redis failure at start-up is counted too.
+    metrics.install()
     core = await start_core(core_settings, say)
     app = _application(core)
     if proxy is not None:
         add_proxy_routes(app, proxy, core)
+        install_activity_log(app, core.store.db, activity)
     if management is not None:
         add_management_routes(app, management, core)
     add_health_routes(app, core)
+    add_metrics_route(app)
     return app
 
 

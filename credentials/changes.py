@@ -17,6 +17,7 @@ from collections.abc import Callable
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from credentials.observe import current as observer
 from credentials.redis_client import open_redis
 from credentials.store import ChangeEvent
 from credentials.tasks import spawn
@@ -105,6 +106,7 @@ class RedisChangeBridge:
         try:
             await self._client.publish(self._channel, self._origin + b" " + event.to_json())
         except (RedisError, OSError) as failure:
+            observer().redis_error("change_publish")
             log.warning(
                 "could not publish a change; other processes see it when their cache expires",
                 extra={"failure": type(failure).__name__},
@@ -116,6 +118,7 @@ class RedisChangeBridge:
             try:
                 await self._listen()
             except (RedisError, OSError) as failure:
+                observer().redis_error("change_subscribe")
                 log.warning(
                     "change subscription lost; retrying",
                     extra={"failure": type(failure).__name__, "retry_in_s": delay},

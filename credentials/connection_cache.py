@@ -74,6 +74,8 @@ from redis.exceptions import RedisError
 
 from credentials.crypto import DecryptionError
 from credentials.models import Connection, Integration
+from credentials.observe import RedisOperation
+from credentials.observe import current as observer
 from credentials.redis_client import CircuitBreaker
 from credentials.store import ChangeEvent, CredentialsUnreadable, SealedRow, SqlStore
 from credentials.tasks import spawn
@@ -231,6 +233,7 @@ class ConnectionCache:
         """
         if self._has_own_change_in_flight(key):
             self.stats.skipped += 1
+            observer().cache_lookup("redis", "skipped")
             return await self._from_store(key, None)
         try:
             found = await self.lookup(key)
@@ -244,26 +247,35 @@ class ConnectionCache:
         """One round trip: the current value, opened, or what a fill must still find."""
         if not self.breaker.allow():
             self.stats.skipped += 1
+            observer().cache_lookup("redis", "skipped")
             raise TierUnavailable
         observed_at = self._clock()
-        value, connection_generation, environment_generation = await self._guarded(
-            self._client.mget(
-                self.value_key(key),
-                self.generation_key(key),
-                self.environment_generation_key(key[0]),
+        try:
+            value, connection_generation, environment_generation = await self._guarded(
+                self._client.mget(
+                    self.value_key(key),
+                    self.generation_key(key),
+                    self.environment_generation_key(key[0]),
+                ),
+                "cache_read",
             )
-        )
+        except TierUnavailable:
+            observer().cache_lookup("redis", "error")
+            raise
         miss = Miss(key, _text(connection_generation), _text(environment_generation), observed_at)
         record = None if value is None else self._open_value(key, value, miss)
         if record is None:
             self.stats.misses += 1
+            observer().cache_lookup("redis", "miss")
             return miss
         self.stats.hits += 1
+        observer().cache_lookup("redis", "hit")
         return record
 
     async def read_rows(self, key: ConnectionKey) -> SealedRows | None:
         """Both rows from the store, still sealed; None when either does not exist."""
         self.stats.store_reads += 1
+        observer().store_read()
         environment_id, provider_config_key, connection_id = key
         integration = await self._store.get_integration_sealed(environment_id, provider_config_key)
         if integration is None:
@@ -314,7 +326,8 @@ class ConnectionCache:
                         self._ttl_ms,
                         self._generation_ttl_ms,
                     ],
-                )
+                ),
+                "cache_fill",
             )
         except TierUnavailable:
             return False
@@ -364,12 +377,13 @@ class ConnectionCache:
     def _seal_aad(self, key: ConnectionKey, payload: str) -> bytes:
         return _SEAL_LABEL + self.value_key(key).encode() + b"\x00" + payload.encode()
 
-    async def _guarded(self, call: Awaitable[T]) -> T:
+    async def _guarded(self, call: Awaitable[T], operation: RedisOperation) -> T:
         try:
             result = await call
         except (RedisError, OSError) as failure:
             self.breaker.record_failure()
             self.stats.failures += 1
+            observer().redis_error(operation)
             log.warning(
                 "connection cache unavailable; reading the store",
                 extra={"failure": type(failure).__name__},
@@ -501,6 +515,7 @@ class ConnectionCache:
         except (RedisError, OSError) as failure:
             self.breaker.record_failure()
             self.stats.failures += 1
+            observer().redis_error("cache_invalidate")
             log.warning(
                 "could not retire a cached connection; retrying",
                 extra={"failure": type(failure).__name__},

@@ -31,6 +31,9 @@ from typing import Any, Literal, Protocol
 import aiosqlite
 import asyncpg
 
+from credentials.observe import StoreOperation
+from credentials.observe import current as observer
+
 Dialect = Literal["sqlite", "postgres"]
 Row = Mapping[str, Any]
 
@@ -150,7 +153,7 @@ def _unicode_lower(value: Any) -> Any:
 
 
 @asynccontextmanager
-async def _sqlite_errors() -> AsyncIterator[None]:
+async def _sqlite_errors(operation: StoreOperation = "query") -> AsyncIterator[None]:
     try:
         yield
     except sqlite3.IntegrityError as exc:
@@ -161,6 +164,7 @@ async def _sqlite_errors() -> AsyncIterator[None]:
         raise
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorname.startswith(_SQLITE_UNAVAILABLE_ERRORS):
+            observer().store_error(operation)
             # from None: the driver's message may carry the file path.
             raise StoreUnavailable("sqlite", exc.sqlite_errorname) from None
         raise
@@ -229,8 +233,9 @@ class SqliteDatabase:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            observer().store_error("connect")
             raise StoreUnavailable("sqlite", exc) from None
-        async with _sqlite_errors():
+        async with _sqlite_errors("connect"):
             conn = await _connect_sqlite(path)
             # aiosqlite annotates row_factory as a type; sqlite3 accepts any such callable.
             conn.row_factory = _dict_row  # type: ignore[assignment]
@@ -282,7 +287,7 @@ class SqliteDatabase:
         async with self._exclusive() as session:
             self._tx_owner = asyncio.current_task()
             try:
-                async with _sqlite_errors():
+                async with _sqlite_errors("transaction"):
                     await _run(self._conn, "BEGIN IMMEDIATE")
                 try:
                     yield session
@@ -295,7 +300,7 @@ class SqliteDatabase:
 
     async def _commit(self) -> None:
         try:
-            async with _sqlite_errors():
+            async with _sqlite_errors("transaction"):
                 await _run(self._conn, "COMMIT")
         except BaseException:
             await self._rollback()
@@ -316,7 +321,7 @@ class SqliteDatabase:
 
 
 @asynccontextmanager
-async def _postgres_errors() -> AsyncIterator[None]:
+async def _postgres_errors(operation: StoreOperation = "query") -> AsyncIterator[None]:
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
@@ -328,8 +333,10 @@ async def _postgres_errors() -> AsyncIterator[None]:
         # or connection is the one that means "unreachable".
         if not _is_closed_error(exc):
             raise
+        observer().store_error(operation)
         raise StoreUnavailable("postgres", exc) from None
     except _POSTGRES_UNAVAILABLE_ERRORS as exc:
+        observer().store_error(operation)
         # from None: a connection error's text and context may carry the DSN.
         raise StoreUnavailable("postgres", exc) from None
 
@@ -343,7 +350,7 @@ async def _roll_back(transaction: Any) -> None:
     # A dead connection took its transaction with it (the server rolls back); the
     # error that made us roll back is the one worth raising, not this one.
     with contextlib.suppress(StoreUnavailable):
-        async with _postgres_errors():
+        async with _postgres_errors("transaction"):
             await transaction.rollback()
 
 
@@ -394,7 +401,7 @@ class PostgresDatabase:
     async def open(
         cls, dsn: str, *, max_size: int, acquire_timeout: float = ACQUIRE_TIMEOUT_S
     ) -> PostgresDatabase:
-        async with _postgres_errors():
+        async with _postgres_errors("connect"):
             # `timeout` bounds each connection attempt, at start-up and on reconnects.
             pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=max_size, timeout=acquire_timeout
@@ -410,12 +417,12 @@ class PostgresDatabase:
         # Acquiring reconnects a pooled connection that was found closed, so the pool
         # recovers on its own once the server is back. Only the pool's own steps are
         # translated here: what the caller's block raises stays the caller's.
-        async with _postgres_errors():
+        async with _postgres_errors("connect"):
             conn = await self._pool.acquire(timeout=self._acquire_timeout)
         try:
             yield conn
         finally:
-            async with _postgres_errors():
+            async with _postgres_errors("connect"):
                 await self._pool.release(conn)
 
     async def execute(self, sql: str, *args: Any) -> int:
@@ -438,7 +445,7 @@ class PostgresDatabase:
     async def transaction(self) -> AsyncIterator[Executor]:
         async with self._connection() as conn:
             transaction = conn.transaction()
-            async with _postgres_errors():
+            async with _postgres_errors("transaction"):
                 await transaction.start()
             try:
                 yield _PostgresSession(conn)
@@ -447,7 +454,7 @@ class PostgresDatabase:
                 raise
             # A connection lost at COMMIT is an outage too; the server rolls back a
             # transaction whose connection died, so nothing is left half-written.
-            async with _postgres_errors():
+            async with _postgres_errors("transaction"):
                 await transaction.commit()
 
     async def close(self) -> None:

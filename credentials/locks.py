@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import redis.asyncio as redis
 
 from credentials.database import Database
+from credentials.observe import current as observer
 from credentials.redis_client import CircuitBreaker
 from credentials.store import Clock, now_ms
 from credentials.tasks import spawn
@@ -240,6 +241,7 @@ class RedisLock:
             # Not only RedisError/OSError: a connection broken mid-read can surface as a
             # RuntimeError from the client. Whatever Redis does, refresh falls back.
             self.breaker.record_failure()
+            observer().redis_error("lock")
             raise LockBackendDown(f"redis unavailable ({type(failure).__name__})") from failure
         self.breaker.record_success()
         return result

@@ -157,10 +157,46 @@ _REFRESH_STATE = (
     """,
 )
 
+_ACTIVITY_LOG = (
+    # One row per proxied request, written in batches off the request path
+    # (credentials/activity.py). Rows name the connection by (integration key, connection
+    # id) rather than by row id: a call for an unknown connection is activity too, and a
+    # deleted connection's history stays readable until retention removes it.
+    # `created_at` is epoch ms; DOUBLE PRECISION is a float in both dialects.
+    """
+    CREATE TABLE activity_log (
+        id {pk},
+        environment_id BIGINT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+        provider_config_key TEXT NOT NULL,
+        connection_id TEXT NOT NULL,
+        activity_log_id TEXT,
+        request_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        host TEXT,
+        path TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        error_code TEXT,
+        upstream_ms DOUBLE PRECISION NOT NULL,
+        overhead_ms DOUBLE PRECISION NOT NULL,
+        retries INTEGER NOT NULL,
+        created_at BIGINT NOT NULL
+    )
+    """,
+    # Listing: one connection's rows, newest first (the id is the cursor).
+    """
+    CREATE INDEX activity_log_connection
+        ON activity_log (environment_id, provider_config_key, connection_id, id)
+    """,
+    # Retention: the age cut-off and the per-environment cap.
+    "CREATE INDEX activity_log_age ON activity_log (created_at)",
+    "CREATE INDEX activity_log_environment ON activity_log (environment_id, id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL_SCHEMA),
     Migration(2, "connect sessions, webhook URL override", _CONNECT_SESSIONS),
     Migration(3, "refresh state, refresh leases", _REFRESH_STATE),
+    Migration(4, "activity log", _ACTIVITY_LOG),
 )
 
 _CREATE_LEDGER = """

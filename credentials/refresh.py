@@ -38,6 +38,7 @@ from credentials.expiry import stored_expiry
 from credentials.grants import Grant, GrantError, GrantRequest, TokenHttp, renew, renewable
 from credentials.locks import Lease, RefreshLocks
 from credentials.models import Connection, Integration, Provider
+from credentials.observe import current as observer
 from credentials.store import UNCHANGED, SqlStore
 from credentials.tasks import spawn
 
@@ -99,7 +100,8 @@ class Refresher:
         self._settings = settings or RefreshSettings()
         self._clock = clock
         self._flights: dict[int, asyncio.Task[Connection]] = {}
-        # Attempts and outcomes by (credential type, outcome); exported as metrics later.
+        # Attempts and outcomes by (credential type, outcome); also reported to the
+        # process's observer, which exports them as metrics.
         self.counts: Counter[tuple[str, str]] = Counter()
 
     # --- the cheap question every request asks ----------------------------------------
@@ -323,7 +325,9 @@ class Refresher:
         return latest
 
     def _count(self, connection: Connection, outcome: str) -> None:
-        self.counts[(str(connection.credentials.get("type", "")), outcome)] += 1
+        credential_type = str(connection.credentials.get("type", ""))
+        self.counts[(credential_type, outcome)] += 1
+        observer().refresh_event(credential_type, outcome)
 
 
 def _key(connection: Connection) -> tuple[int, str, str]:

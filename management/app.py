@@ -18,6 +18,7 @@ from management.auth import authenticate, session_mode
 from management.errors import ApiError, error_response, store_unavailable_response
 from management.request_context import CORE, SETTINGS
 from management.routes import (
+    activity,
     connect,
     connections,
     environment_variables,
@@ -48,6 +49,7 @@ def add_management_routes(
         integrations,
         metadata,
         connections,
+        activity,
         connect,
         environment_variables,
         openapi,

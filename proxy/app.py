@@ -1,4 +1,4 @@
-"""The data-plane application: `/proxy/*`, `/health`, `/ready`."""
+"""The data-plane application: `/proxy/*`, `/health`, `/ready`, `/metrics`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import orjson
 from aiohttp import web
 
 from credentials.runtime import CoreServices
+from proxy import metrics
 from proxy.handler import proxy_handler
 from proxy.pipeline import PipelineDeps, build_pipeline
 from proxy.settings import ProxySettings
+from proxy.stages.ratelimit import RATE_LIMITER, rate_limiter
 from proxy.targets import TargetCache
 from proxy.upstream import Upstream
 
@@ -30,7 +32,9 @@ def add_proxy_routes(app: web.Application, settings: ProxySettings, core: CoreSe
     upstream = Upstream(settings)
     app[TARGETS] = targets
     app.cleanup_ctx.append(_upstream_lifetime(upstream))
-    deps = PipelineDeps(settings, core.keys, targets, core.refresher, upstream)
+    limiter = rate_limiter(settings.rate_limits, core.redis, prefix=core.settings.redis_prefix)
+    app[RATE_LIMITER] = limiter
+    deps = PipelineDeps(settings, core.keys, targets, core.refresher, upstream, limiter)
     pipeline = build_pipeline(deps)
     # `[\s\S]`, not `.`: aiohttp matches the decoded path, and `.` stops at a `%0A`, which
     # left such a target unrouted (a bare text/plain 404 instead of the pipeline's answer).
@@ -41,6 +45,16 @@ def add_health_routes(app: web.Application, core: CoreServices) -> None:
     app[CORE] = core
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+
+
+def add_metrics_route(app: web.Application) -> None:
+    """`/metrics`, unauthenticated like `/health`; every role serves it (see serving)."""
+    app.router.add_get("/metrics", metrics_route)
+
+
+async def metrics_route(request: web.Request) -> web.Response:
+    body, content_type = await metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def health(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""The aiohttp route: inbound request → pipeline → response, and the log line."""
+"""The aiohttp route: inbound request → pipeline → response, the log line and the metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from credentials.database import StoreUnavailable
+from proxy import metrics
 from proxy.access_log import log_request
 from proxy.context import ProxyContext
 from proxy.errors import ProxyError, StoreUnreachable, error_response
@@ -25,6 +26,7 @@ def proxy_handler(pipeline: Next) -> Handler:
         ctx = ProxyContext(
             request=request, request_id=uuid.uuid4().hex, started=time.perf_counter()
         )
+        metrics.request_started()
         try:
             return await pipeline(ctx)
         except ProxyError as error:
@@ -41,6 +43,7 @@ def proxy_handler(pipeline: Next) -> Handler:
             return _answer(ctx, ProxyError("Internal error; the request id identifies it"))
         finally:
             log_request(ctx)
+            metrics.request_finished(ctx, now=time.perf_counter())
 
     return handle
 

@@ -45,10 +45,16 @@ HOP_BY_HOP: frozenset[str] = frozenset(
 FORWARD_PREFIX = "nango-proxy-"
 _PREFIX_LEN = len(FORWARD_PREFIX)
 
+# W3C Trace Context (https://www.w3.org/TR/trace-context/): a caller's trace continues at
+# the provider. Forwarded exactly as sent, every `tracestate` line included.
+TRACE_CONTEXT: frozenset[str] = frozenset({"traceparent", "tracestate"})
 # Plain (unprefixed) caller headers that describe the request body or the wanted
-# representation and therefore travel upstream (Nango drops them; we forward them, see
-# DESIGN.md "do better"). Everything else the caller sends is about talking to *us*.
-PASS_THROUGH: frozenset[str] = frozenset({"content-type", "content-encoding", "accept"})
+# representation, or carry the caller's trace, and therefore travel upstream (Nango drops
+# them; we forward them, see DESIGN.md "do better"). Everything else the caller sends is
+# about talking to *us*.
+PASS_THROUGH: frozenset[str] = (
+    frozenset({"content-type", "content-encoding", "accept"}) | TRACE_CONTEXT
+)
 CALLER_DEFAULTS: frozenset[str] = frozenset({"accept"})
 
 # Never sent upstream, not even through the prefix: framing and routing belong to the
@@ -59,11 +65,12 @@ NEVER_FORWARDED: frozenset[str] = HOP_BY_HOP | {"host", "content-length"}
 def forwarded_request_headers(incoming: Iterable[Header]) -> list[Header]:
     """The caller's headers that go upstream, before credential injection.
 
-    ``Content-Type``, ``Content-Encoding`` and ``Accept`` pass through unless empty (the
-    Node client sends some headers empty; empty means absent). ``Nango-Proxy-<Name>`` is
-    sent as ``<Name>`` (caller's spelling kept, value verbatim, empty allowed as in Nango),
-    replaces every plain header of that name, and the last one of a name wins. Anything
-    else (control headers, Authorization, Host, Cookie, X-Forwarded-*, ...) is dropped.
+    ``Content-Type``, ``Content-Encoding``, ``Accept`` and the trace context
+    (``traceparent``, ``tracestate``) pass through unless empty (the Node client sends
+    some headers empty; empty means absent). ``Nango-Proxy-<Name>`` is sent as ``<Name>``
+    (caller's spelling kept, value verbatim, empty allowed as in Nango), replaces every
+    plain header of that name, and the last one of a name wins. Anything else (control
+    headers, Authorization, Host, Cookie, X-Forwarded-*, ...) is dropped.
     """
     plain, prefixed = _caller_headers(incoming)
     out = [header for lower, header in plain if lower not in prefixed]

@@ -22,9 +22,11 @@ from proxy.stages.forward import forward
 from proxy.stages.freshen import freshen, reauthorizer
 from proxy.stages.inject import inject
 from proxy.stages.parse import parse
+from proxy.stages.ratelimit import rate_limit
 from proxy.stages.resolve import resolve
 from proxy.targets import TargetCache
 from proxy.upstream import Upstream
+from ratelimit.limiter import RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class PipelineDeps:
     targets: TargetCache
     refresher: Refresher
     upstream: Upstream
+    rate_limiter: RateLimiter | None = None
 
 
 def build_pipeline(deps: PipelineDeps) -> Next:
@@ -41,6 +44,11 @@ def build_pipeline(deps: PipelineDeps) -> Next:
         authenticate(deps.keys),
         parse(),
         resolve(deps.targets, allow_private=deps.settings.allow_private_upstreams),
+    ]
+    # No limit configured anywhere: no stage, not even a lookup.
+    if deps.rate_limiter is not None and deps.rate_limiter.enabled:
+        stages.append(rate_limit(deps.rate_limiter, deps.settings))
+    stages += [
         freshen(deps.refresher, deps.targets),
         inject(),
     ]

@@ -16,8 +16,8 @@ common rate-limit reset headers when the response says the limit is used up -- e
 exponential backoff with jitter. We never wait longer than ``max_delay``: when the
 server asks for more than that, or the wait would outlive the request deadline, we stop
 and hand the response to the caller instead of retrying early against the server's
-instruction (``delay`` then says how long the server wanted, for a normalised
-``Retry-After``).
+instruction (``delay`` then says how long the server wanted, and
+``caller_retry_after`` turns it into the normalised ``Retry-After`` the caller gets).
 
 Reasons are short stable identifiers, usable as metric labels.
 """
@@ -41,6 +41,9 @@ MAX_RETRIES = 10
 # APIs: delta seconds; a few (Exact Online): epoch milliseconds. See _reset_wait.
 _RESET_HEADERS = ("ratelimit-reset", "x-ratelimit-reset", "x-rate-limit-reset")
 _REMAINING_HEADERS = ("ratelimit-remaining", "x-ratelimit-remaining", "x-rate-limit-remaining")
+
+_NORMALISED_STATUSES = frozenset({429, 503})
+_TOO_LONG = frozenset({"wait_too_long", "deadline"})
 
 # A delta above this is really an epoch timestamp (1e9 s is 2001-09-09; no window lasts
 # 30 years), and an epoch above _EPOCH_MS is in milliseconds (1e11 s is the year 5138,
@@ -67,9 +70,12 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RetryDecision:
+    """``hinted``: ``delay`` is what the response asked for (a header), not a backoff."""
+
     retry: bool
     delay: float
     reason: str
+    hinted: bool = False
 
 
 def decide(
@@ -105,13 +111,28 @@ def decide(
     if hinted is not None:
         delay, reason = hinted
         if delay > policy.max_delay:
-            return RetryDecision(False, delay, "wait_too_long")
+            return RetryDecision(False, delay, "wait_too_long", hinted=True)
     else:
         delay = backoff(policy, attempt, rng)
         reason = "network" if status is None else f"status_{status}"
     if delay > remaining:
-        return RetryDecision(False, delay, "deadline")
-    return RetryDecision(True, delay, reason)
+        return RetryDecision(False, delay, "deadline", hinted=hinted is not None)
+    return RetryDecision(True, delay, reason, hinted=hinted is not None)
+
+
+def caller_retry_after(status: int, decision: RetryDecision) -> int | None:
+    """The ``Retry-After`` (whole seconds, rounded up) for a 429 or 503 handed back
+    because the wait it asked for was too long or would pass the deadline; None for
+    any other answer (nothing to normalise: the provider's headers pass as they are).
+
+    Whatever spelling the provider used (an HTTP-date, an epoch reset in seconds or
+    milliseconds, a delta), the caller gets one integer it can act on.
+    """
+    if status not in _NORMALISED_STATUSES or not decision.hinted:
+        return None
+    if decision.reason not in _TOO_LONG:
+        return None
+    return math.ceil(max(decision.delay, 0.0))
 
 
 def is_retryable_status(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from credentials.config import ConfigError, CoreSettings, read_bool, read_float, read_int, read_str
+from ratelimit.policy import RateLimitConfigError, RateLimitPolicy, policy_from_env
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3003
@@ -25,7 +26,11 @@ class ProxySettings:
 
     `total_timeout` bounds the time until the provider's response headers arrive, retries
     and their waits included; a streamed body is then bounded by `read_timeout` between
-    chunks, so a long download is never cut off while it is making progress.
+    chunks, so a long download is never cut off while it is making progress. A wait for
+    a rate-limit token counts against it too.
+
+    `rate_limits` is off unless configured (`AUTHGATE_RATE_LIMIT*`, see
+    `ratelimit.policy`).
     """
 
     core: CoreSettings = field(default_factory=CoreSettings)
@@ -40,6 +45,7 @@ class ProxySettings:
     replay_buffer_bytes: int = DEFAULT_REPLAY_BUFFER_BYTES
     cache_ttl: float = DEFAULT_CACHE_TTL
     log_level: str = "INFO"
+    rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
 
     def __post_init__(self) -> None:
         if self.retry_max_delay > self.total_timeout:
@@ -72,11 +78,19 @@ class ProxySettings:
             ),
             cache_ttl=_positive(environ, "AUTHGATE_CACHE_TTL", DEFAULT_CACHE_TTL),
             log_level=_log_level(environ),
+            rate_limits=_rate_limits(environ),
         )
 
 
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     return read_float(environ, name, default, minimum=0.001)
+
+
+def _rate_limits(environ: Mapping[str, str]) -> RateLimitPolicy:
+    try:
+        return policy_from_env(environ)
+    except RateLimitConfigError as invalid:
+        raise ConfigError(invalid.variable, invalid.problem) from None
 
 
 def _log_level(environ: Mapping[str, str]) -> str:

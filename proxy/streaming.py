@@ -14,7 +14,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from proxy import compat
+from proxy import compat, metrics
 from proxy.context import ProxyContext
 from proxy.headers import response_headers
 
@@ -36,7 +36,8 @@ async def stream_back(
     try:
         async for chunk in upstream.content.iter_any():
             ctx.outcome.bytes_out += len(chunk)
-            await response.write(chunk)
+            with metrics.bytes_in_flight(len(chunk)):
+                await response.write(chunk)
     except (aiohttp.ClientError, OSError, TimeoutError) as failure:
         _abort(ctx, failure)
         return response

@@ -16,6 +16,7 @@ from credentials.connection_cache import ConnectionCache, ConnectionRecord
 from credentials.database import StoreUnavailable
 from credentials.injectors import Injection, InjectionError, UnsupportedAuth, build_injection
 from credentials.models import Connection, Integration, Provider, RetryRules
+from credentials.observe import current as observer
 from credentials.providers import Catalogue
 from credentials.single_flight import SingleFlight
 from credentials.store import ChangeEvent, CredentialsUnreadable, SqlStore
@@ -58,16 +59,20 @@ class TargetCache:
     ) -> Target:
         key = (environment_id, provider_config_key, connection_id)
         target = self._cache.get(key)
-        if target is None:
-            try:
-                target = await self._loads.do(key, lambda: self._load(key))
-            except StoreUnavailable:
-                # The last known target beats a 503 while the store is down; it was never
-                # invalidated (a change drops it for good), only due for a re-check.
-                target = self._cache.stale(key)
-                if target is None:
-                    raise
-        return target
+        if target is not None:
+            observer().cache_lookup("process", "hit")
+            return target
+        observer().cache_lookup("process", "miss")
+        try:
+            return await self._loads.do(key, lambda: self._load(key))
+        except StoreUnavailable:
+            # The last known target beats a 503 while the store is down; it was never
+            # invalidated (a change drops it for good), only due for a re-check.
+            target = self._cache.stale(key)
+            if target is None:
+                raise
+            observer().cache_lookup("process", "stale")
+            return target
 
     def clear(self) -> None:
         self._generation += 1
@@ -106,6 +111,7 @@ class TargetCache:
         if self._shared is not None:
             return await self._shared.load(key)
         environment_id, provider_config_key, connection_id = key
+        observer().store_read()
         integration = await self._store.get_integration(environment_id, provider_config_key)
         if integration is None:
             return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from credentials.outbound import GuardedResolver, OutboundBlocked
+from proxy import metrics
 from proxy.errors import (
     InvalidUpstreamRequest,
     OutboundRefused,
@@ -51,6 +52,7 @@ class Upstream:
             ttl_dns_cache=DNS_CACHE_SECONDS,
             keepalive_timeout=KEEPALIVE_SECONDS,
         )
+        metrics.track_pool(connector)
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -65,7 +67,10 @@ class Upstream:
 
     async def close(self) -> None:
         if self._session is not None:
+            connector = self._session.connector
             await self._session.close()
+            if isinstance(connector, aiohttp.TCPConnector):
+                metrics.untrack_pool(connector)
             self._session = None
 
     async def send(
@@ -78,7 +83,7 @@ class Upstream:
         assert self._session is not None, "Upstream.start() runs at application start-up"
         with translate_errors():
             async with asyncio.timeout_at(deadline):
-                return await self._session.request(
+                response = await self._session.request(
                     request.method,
                     request_url(request.url),
                     headers=request.headers,
@@ -86,6 +91,8 @@ class Upstream:
                     allow_redirects=False,
                     auto_decompress=decompress,
                 )
+        metrics.refresh_pool_gauges()  # while this request holds its connection
+        return response
 
 
 @contextmanager

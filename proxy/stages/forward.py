@@ -22,10 +22,11 @@ from proxy.context import ProxyContext
 from proxy.errors import OutboundRefused, ProxyError, UpstreamTimeout, UpstreamUnreachable
 from proxy.pipeline_types import Next
 from proxy.redirects import MAX_REDIRECTS, next_hop
-from proxy.retry import RetryPolicy, decide
+from proxy.retry import RetryDecision, RetryPolicy, caller_retry_after, decide
 from proxy.settings import ProxySettings
 from proxy.stages.freshen import Reauthorize
 from proxy.stages.inject import apply_credentials
+from proxy.stages.ratelimit import waited
 from proxy.streaming import stream_back
 from proxy.upstream import Upstream, UpstreamRequest
 
@@ -44,7 +45,8 @@ def forward(
             limit=settings.max_body_bytes,
             replay_buffer=settings.replay_buffer_bytes,
         )
-        deadline = asyncio.get_running_loop().time() + settings.total_timeout
+        # A wait for a rate-limit token was part of this request's time.
+        deadline = asyncio.get_running_loop().time() + settings.total_timeout - waited(ctx)
         exchange = _Exchange(ctx, upstream, body, deadline, settings.allow_private_upstreams)
         policy = _policy(ctx, settings, body)
         response = await _with_retries(ctx, exchange, policy, jitter, reauthorize)
@@ -97,10 +99,13 @@ async def _with_retries(
             now=time.time(),
             rng=rng,
         )
+        if response is not None and response.status == 429:
+            ctx.outcome.rate_limit = "provider"
         if not decision.retry:
             if response is None:
                 assert failure is not None
                 raise failure
+            _normalise_retry_after(ctx, response.status, decision)
             return response
         if response is not None:
             response.release()
@@ -110,6 +115,14 @@ async def _with_retries(
         ctx.outcome.retry_reasons.append(decision.reason)
         if ctx.resolved.injection.signer is not None:
             apply_credentials(ctx)  # a signature carries a nonce: never send one twice
+
+
+def _normalise_retry_after(ctx: ProxyContext, status: int, decision: RetryDecision) -> None:
+    # The provider's wait was too long for this request: the caller gets its answer with
+    # one integer Retry-After, whatever spelling the provider used.
+    seconds = caller_retry_after(status, decision)
+    if seconds is not None:
+        ctx.response_header_overrides.append(("Retry-After", str(seconds)))
 
 
 async def _replay_after_renewal(

@@ -23,6 +23,8 @@ from pathlib import Path
 import redis.asyncio as redis
 from yarl import URL
 
+from tests.log_scan import watch_child
+
 READY_TIMEOUT = 30.0
 STOP_GRACE = 10.0
 POLL_INTERVAL = 0.05
@@ -79,6 +81,8 @@ def start_child(
         popen = subprocess.Popen(
             list(argv), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env
         )
+    # The suite-wide log scan reads what the child wrote, looking for its secrets too.
+    watch_child(env, stdout_path, stderr_path)
     return ChildProcess(name, popen, stdout_path, stderr_path)
 
 

@@ -11,19 +11,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
+from credentials.expiry import iso_expiry
 from credentials.jsonlog import JsonFormatter
 from proxy.compat import REQUEST_ID_HEADER
+from proxy.headers import caller_header_layers
 from tests.e2e.conftest import Authgate, Factory, json_of, ok_handler
+from tests.e2e.token_provider import TokenProvider, serve_token_provider
 
 ACCESS_TOKEN = "at-LOGLEAK-7c1f2e9a"
 REFRESH_TOKEN = "rt-LOGLEAK-a93b40d1"
@@ -42,14 +49,20 @@ ACCESS_FIELDS = {
     "environment",
     "integration",
     "connection",
+    "activity_log_id",
     "method",
     "host",
     "path",
+    "query_keys",
     "status",
     "error",
     "upstream_ms",
     "overhead_ms",
     "retries",
+    "retry_reasons",
+    "refresh",
+    "rate_limit",
+    "reauthorized",
     "bytes_in",
     "bytes_out",
 }
@@ -184,9 +197,14 @@ async def test_one_access_line_per_proxied_request(authgate: Authgate, logs: Log
     assert line["method"] == "GET"
     assert line["host"] == f"127.0.0.1:{authgate.provider_port}"
     assert line["path"] == "/proxy/items/42"
+    assert line["query_keys"] == ["api_key", "page"]
     assert line["status"] == 200
     assert line["error"] is None
     assert line["retries"] == 0
+    assert line["retry_reasons"] == []
+    assert line["activity_log_id"] is None
+    assert (line["refresh"], line["rate_limit"], line["reauthorized"]) == (None, None, False)
+    assert response.headers[REQUEST_ID_HEADER] == line["request_id"]
     assert line["bytes_in"] == 0
     assert line["bytes_out"] == len(await response.read())
     assert line["bytes_out"] > 0
@@ -220,6 +238,8 @@ async def test_retries_are_counted(authgate: Authgate, logs: Logs) -> None:
     response = await authgate.proxy("GET", "/proxy/flaky", headers={"Retries": "5"})
     line = await logs.next_line(response)
     assert (line["status"], line["retries"]) == (200, 2)
+    assert len(line["retry_reasons"]) == 2
+    assert all(isinstance(reason, str) and reason for reason in line["retry_reasons"])
     assert len(logs.access.records) == 1
 
 
@@ -511,3 +531,136 @@ async def test_the_providers_own_request_id_header_survives(authgate: Authgate, 
     assert REQUEST_ID_HEADER.lower() != "x-request-id"
     assert response.headers.getall("X-Request-Id") == ["provider-id-1"]
     assert line["request_id"] == response.headers[REQUEST_ID_HEADER] != "provider-id-1"
+
+
+# --- query names, activity log ids, refresh outcomes ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "keys"),
+    [
+        ("", []),
+        (f"?{QUERY_SECRET}", ["?"]),
+        (f"?x=1&{QUERY_SECRET}&y=", ["x", "?", "y"]),
+        (f"?{QUERY_SECRET}=1", ["?"]),  # looks like a name, but not like one a program writes
+        (f"?a%20b={QUERY_SECRET}&list[]=1&list[]=2", ["?", "list[]", "list[]"]),
+        ("?" + "&".join(f"k{n}=v" for n in range(40)), [*(f"k{n}" for n in range(32)), "..."]),
+    ],
+    ids=["none", "bare value", "bare value among names", "odd name", "encoded name", "many"],
+)
+async def test_only_query_parameter_names_are_logged(
+    authgate: Authgate, logs: Logs, query: str, keys: list[str]
+) -> None:
+    await _connections(authgate)
+    line = await logs.next_line(await authgate.proxy("GET", f"/proxy/search{query}"))
+    assert line["path"] == "/proxy/search"
+    assert line["query_keys"] == keys
+    logs.assert_clean(authgate)
+
+
+async def test_the_activity_log_id_is_on_the_line(authgate: Authgate, logs: Logs) -> None:
+    await _connections(authgate)
+    response = await authgate.proxy("GET", "/proxy/x", headers={"Nango-Activity-Log-Id": "op-7"})
+    line = await logs.next_line(response)
+    assert line["activity_log_id"] == "op-7"
+
+
+ROTATING_PROVIDERS = """
+fake-rotating:
+    display_name: Fake rotating OAuth
+    docs: https://docs.example.com/fake-rotating
+    auth_mode: OAUTH2
+    token_url: http://127.0.0.1:${connectionConfig.token_port}/oauth/token
+    proxy:
+        base_url: http://127.0.0.1:${connectionConfig.port}
+"""
+
+
+async def test_the_refresh_outcome_is_on_the_line_and_no_token_is(
+    make_authgate: Factory, logs: Logs, tmp_path: Path
+) -> None:
+    providers = tmp_path / "rotating.yaml"
+    providers.write_text(ROTATING_PROVIDERS)
+    authgate = await make_authgate(AUTHGATE_PROVIDERS_FILE=str(providers))
+    client = {"type": "OAUTH2", "client_id": "log-client", "client_secret": CLIENT_SECRET}
+    tokens = TokenProvider(client_id="log-client", client_secret=CLIENT_SECRET)
+    async with serve_token_provider(tokens) as port:
+        await authgate.integration("rot", "fake-rotating", credentials=client)
+        seeded = tokens.seed("c1")
+        expired = {
+            "type": "OAUTH2",
+            "access_token": seeded.access_token,
+            "refresh_token": seeded.refresh_token,
+            "expires_at": iso_expiry(time.time() - 60),
+        }
+        config = {"port": str(port), "token_port": str(port)}
+        await authgate.connection("rot", "c1", expired, connection_config=config)
+        response = await authgate.proxy(
+            "GET", "/proxy/api/me", connection_id="c1", provider_config_key="rot"
+        )
+        line = await logs.next_line(response)
+        assert response.status == 200, await response.text()
+        assert line["refresh"] == "renewed"
+        renewed = tokens.ledgers["c1"].current_refresh_token
+    issued = [seeded.access_token, seeded.refresh_token, renewed]
+    for record in logs.caplog.records:
+        text = JsonFormatter().format(record)
+        for token in issued:
+            assert token not in text, f"a token leaked in {record.name}"
+    logs.assert_clean(authgate)
+
+
+# --- trace context -----------------------------------------------------------------------
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_trace_context_reaches_the_provider_unchanged(authgate: Authgate) -> None:
+    await _connections(authgate)
+    response = await authgate.proxy(
+        "GET",
+        "/proxy/traced",
+        headers={"traceparent": TRACEPARENT, "tracestate": "rojo=00f067aa0ba902b7,congo=t61"},
+    )
+    assert response.status == 200, await response.text()
+    received = authgate.provider.last()
+    assert received.header("traceparent") == TRACEPARENT
+    assert received.header("tracestate") == "rojo=00f067aa0ba902b7,congo=t61"
+
+
+async def test_repeated_tracestate_lines_are_all_forwarded_in_order(authgate: Authgate) -> None:
+    await _connections(authgate)
+    target = URL(str(authgate.url).rstrip("/") + "/proxy/traced", encoded=True)
+    headers = CIMultiDict(
+        [
+            *authgate.auth().items(),
+            ("Connection-Id", "conn-1"),
+            ("Provider-Config-Key", "oauth"),
+            ("traceparent", TRACEPARENT),
+            ("tracestate", "rojo=00f067aa0ba902b7"),
+            ("tracestate", "congo=t61"),
+        ]
+    )
+    response = await authgate.session.get(target, headers=headers)
+    assert response.status == 200, await response.text()
+    lines = [v for k, v in authgate.provider.last().headers if k.lower() == "tracestate"]
+    assert lines == ["rojo=00f067aa0ba902b7", "congo=t61"]
+
+
+async def test_without_trace_context_none_is_invented(authgate: Authgate) -> None:
+    await _connections(authgate)
+    response = await authgate.proxy("GET", "/proxy/untraced", headers={"traceparent": ""})
+    assert response.status == 200, await response.text()
+    names = authgate.provider.last().header_names()
+    assert "traceparent" not in names
+    assert "tracestate" not in names
+
+
+def test_trace_context_headers_are_caller_overrides() -> None:
+    """They ride in the override layer, so no injected or provider header replaces them."""
+    defaults, overrides = caller_header_layers(
+        [("traceparent", TRACEPARENT), ("Accept", "*/*"), ("Authorization", "Bearer key")]
+    )
+    assert overrides == [("traceparent", TRACEPARENT)]
+    assert defaults == [("Accept", "*/*")]

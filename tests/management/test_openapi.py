@@ -146,7 +146,7 @@ def test_operation_ids_are_unique(document: dict[str, Any]) -> None:
 def test_authenticated_operations_document_401_and_public_ones_have_no_security(
     document: dict[str, Any],
 ) -> None:
-    public = {"/health", "/ready", DOCUMENT_PATH}
+    public = {"/health", "/ready", "/metrics", DOCUMENT_PATH}
     for method, path, operation in _operations(document):
         security = operation.get("security", document["security"])
         if path in public:

@@ -11,6 +11,7 @@ from proxy.retry import (
     RetryDecision,
     RetryPolicy,
     backoff,
+    caller_retry_after,
     decide,
     parse_retries,
     parse_retry_on,
@@ -132,7 +133,7 @@ def test_zero_retries_means_no_retry() -> None:
 
 def test_a_wait_past_the_deadline_is_refused_and_reports_the_wait() -> None:
     decision = run(policy(), 429, {"Retry-After": "5"}, remaining=4.0)
-    assert decision == RetryDecision(False, 5.0, "deadline")
+    assert decision == RetryDecision(False, 5.0, "deadline", hinted=True)
     assert run(policy(), 429, {"Retry-After": "5"}, remaining=5.0).retry
 
 
@@ -151,17 +152,19 @@ def test_backoff_past_the_deadline_is_refused() -> None:
     [("3", 3.0), ("0", 0.0), ("1.5", 1.5), (" 7 ", 7.0), ("-4", 0.0)],
 )
 def test_retry_after_seconds(value: str, delay: float) -> None:
-    assert run(policy(), 503, {"Retry-After": value}) == RetryDecision(True, delay, "retry_after")
+    assert run(policy(), 503, {"Retry-After": value}) == RetryDecision(
+        True, delay, "retry_after", hinted=True
+    )
 
 
 def test_retry_after_http_date() -> None:
     headers = {"Retry-After": formatdate(NOW + 8, usegmt=True)}
-    assert run(policy(), 429, headers) == RetryDecision(True, 8.0, "retry_after")
+    assert run(policy(), 429, headers) == RetryDecision(True, 8.0, "retry_after", hinted=True)
 
 
 def test_retry_after_http_date_in_the_past_means_now() -> None:
     headers = {"Retry-After": formatdate(NOW - 100, usegmt=True)}
-    assert run(policy(), 429, headers) == RetryDecision(True, 0.0, "retry_after")
+    assert run(policy(), 429, headers) == RetryDecision(True, 0.0, "retry_after", hinted=True)
 
 
 @pytest.mark.parametrize("value", ["soon", "", "nan", "inf", "Thu, 99 Foo 2023"])
@@ -173,7 +176,7 @@ def test_a_wait_longer_than_max_delay_is_not_shortened_but_refused() -> None:
     # Retrying before the server's time only earns another 429; the caller gets the
     # response and decides (delay carries the server's wait).
     decision = run(policy(max_delay=10.0), 429, {"Retry-After": "3600"})
-    assert decision == RetryDecision(False, 3600.0, "wait_too_long")
+    assert decision == RetryDecision(False, 3600.0, "wait_too_long", hinted=True)
     assert run(policy(max_delay=10.0), 429, {"Retry-After": "10"}).retry
 
 
@@ -189,13 +192,15 @@ def test_a_wait_longer_than_max_delay_is_not_shortened_but_refused() -> None:
     ],
 )
 def test_rate_limit_reset_headers_on_429(name: str, value: str, delay: float) -> None:
-    assert run(policy(), 429, {name: value}) == RetryDecision(True, delay, "rate_limit_reset")
+    assert run(policy(), 429, {name: value}) == RetryDecision(
+        True, delay, "rate_limit_reset", hinted=True
+    )
 
 
 def test_reset_headers_count_when_the_remaining_quota_is_zero() -> None:
     p = policy(retry_on=frozenset({403}))
     headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) + 3)}
-    assert run(p, 403, headers) == RetryDecision(True, 3.0, "rate_limit_reset")
+    assert run(p, 403, headers) == RetryDecision(True, 3.0, "rate_limit_reset", hinted=True)
 
 
 def test_reset_headers_are_ignored_when_the_limit_is_not_what_failed() -> None:
@@ -221,7 +226,9 @@ def test_reset_headers_are_ignored_when_the_limit_is_not_what_failed() -> None:
     ],
 )
 def test_provider_wait_headers(rules: RetryRules, headers: dict[str, str], delay: float) -> None:
-    assert run(policy(rules=rules), 503, headers) == RetryDecision(True, delay, "provider_header")
+    assert run(policy(rules=rules), 503, headers) == RetryDecision(
+        True, delay, "provider_header", hinted=True
+    )
 
 
 def test_the_longest_hinted_wait_wins() -> None:
@@ -233,8 +240,12 @@ def test_the_longest_hinted_wait_wins() -> None:
         "X-At": str(int(NOW) + 4),
         "X-RateLimit-Reset": "6",
     }
-    assert run(policy(rules=rules), 503, headers) == RetryDecision(True, 4.0, "provider_header")
-    assert run(policy(rules=rules), 429, headers) == RetryDecision(True, 6.0, "rate_limit_reset")
+    assert run(policy(rules=rules), 503, headers) == RetryDecision(
+        True, 4.0, "provider_header", hinted=True
+    )
+    assert run(policy(rules=rules), 429, headers) == RetryDecision(
+        True, 6.0, "rate_limit_reset", hinted=True
+    )
 
 
 def test_hints_are_looked_up_case_insensitively_through_a_lower_case_mapping() -> None:
@@ -248,7 +259,7 @@ def test_hints_are_looked_up_case_insensitively_through_a_lower_case_mapping() -
         now=NOW,
         rng=random.Random(0),
     )
-    assert decision == RetryDecision(True, 2.0, "provider_header")
+    assert decision == RetryDecision(True, 2.0, "provider_header", hinted=True)
 
 
 # --- how long: backoff -------------------------------------------------------------------
@@ -280,6 +291,57 @@ def test_network_error_backoff_delay() -> None:
     decision = run(policy(), None, attempt=1, seed=7)
     assert decision.retry
     assert decision.delay == backoff(policy(), 1, random.Random(7))
+
+
+# --- the Retry-After handed back when a wait is refused ------------------------------------
+
+
+def test_a_backoff_is_not_a_hint() -> None:
+    assert not run(policy(), 503, {}).hinted
+    assert not run(policy(), None).hinted
+    refused = run(policy(), 503, {}, attempt=2, remaining=0.1)
+    assert (refused.reason, refused.hinted) == ("deadline", False)
+
+
+@pytest.mark.parametrize(
+    ("headers", "remaining", "seconds"),
+    [
+        ({"Retry-After": "120"}, 60.0, 120),  # wait_too_long (max_delay 10)
+        ({"Retry-After": "7"}, 3.0, 7),  # deadline
+        ({"Retry-After": "2.2"}, 1.0, 3),  # rounded up, never down
+        ({"Retry-After": formatdate(NOW + 30, usegmt=True)}, 60.0, 30),
+        ({"X-RateLimit-Reset": str(int(NOW) + 45)}, 60.0, 45),  # epoch seconds
+        ({"X-RateLimit-Reset": str(int(NOW * 1000) + 12_500)}, 60.0, 13),  # epoch ms
+        ({"X-RateLimit-Reset": "8"}, 5.0, 8),  # delta
+        ({"RateLimit-Reset": "9"}, 5.0, 9),
+        ({"X-Rate-Limit-Reset": str(int(NOW) + 6)}, 5.0, 6),
+    ],
+)
+def test_a_refused_429_gets_one_integer_retry_after(
+    headers: dict[str, str], remaining: float, seconds: int
+) -> None:
+    decision = run(policy(max_delay=10.0), 429, headers, remaining=remaining)
+    assert not decision.retry
+    assert caller_retry_after(429, decision) == seconds
+
+
+def test_a_refused_503_is_normalised_too() -> None:
+    decision = run(policy(), 503, {"Retry-After": "99"})
+    assert caller_retry_after(503, decision) == 99
+
+
+@pytest.mark.parametrize(
+    ("status", "decision"),
+    [
+        (429, RetryDecision(False, 0.0, "exhausted")),  # the caller asked for no retries
+        (429, RetryDecision(False, 0.9, "deadline")),  # a backoff, not the server's word
+        (502, RetryDecision(False, 30.0, "wait_too_long", hinted=True)),
+        (429, RetryDecision(True, 3.0, "retry_after", hinted=True)),
+        (404, RetryDecision(False, 0.0, "not_retryable")),
+    ],
+)
+def test_nothing_is_normalised_otherwise(status: int, decision: RetryDecision) -> None:
+    assert caller_retry_after(status, decision) is None
 
 
 # --- status_rules ------------------------------------------------------------------------
