@@ -37,7 +37,7 @@ typecheck: install-dev
 
 # Two workers: the suite waits on sockets and subprocesses as much as it computes.
 unit: install-dev
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 --durations=15
 
 bench: install-dev
 	$(BIN)/python -m loadtest.bench
