@@ -35,9 +35,9 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# Two workers: the suite waits on sockets and subprocesses as much as it computes.
+# Three workers on two cores: the suite waits on sockets and subprocesses as much as it computes.
 unit: install-dev
-	$(BIN)/pytest -q -n 2 --durations=15
+	$(BIN)/pytest -q -n 3 --durations=15
 
 bench: install-dev
 	$(BIN)/python -m loadtest.bench

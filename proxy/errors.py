@@ -12,7 +12,7 @@
      ├── UpstreamTimeout            504  connect, first byte or total deadline passed
      ├── UpstreamUnreachable        502  the provider could not be reached
      ├── RefreshBackingOff          424  expired credentials; a renewal failed moments ago
-     ├── RefreshFailed              502  expired credentials; the token endpoint failed
+     ├── RefreshFailed              424  expired credentials; the token endpoint failed
      └── StoreUnreachable           503  the credential store could not be reached
 
 Every answer carries the JSON envelope `{"error": {"code", "message"}}` and the
@@ -134,9 +134,13 @@ class RefreshBackingOff(ProxyError):
 
 
 class RefreshFailed(ProxyError):
-    """The provider's token endpoint did not renew expired credentials this time."""
+    """The provider's token endpoint did not renew expired credentials this time.
 
-    status = 502
+    424 (Failed Dependency), as Nango answers refresh failures: the call was never sent,
+    because the renewal it depends on failed; the next attempt backs off.
+    """
+
+    status = 424
     code = compat.REFRESH_FAILED
 
 
