@@ -34,7 +34,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import redis.asyncio as redis
 
@@ -94,7 +94,25 @@ class _Timing:
         self.ttl_ms = max(1, round(ttl * 1000))
 
 
-class Held:
+class _ReleasedOnExit:
+    """`async with held:` releases the lock on the way out."""
+
+    async def release(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+
+class Held(_ReleasedOnExit):
     """A lock this process holds until `release()` (or the end of `async with`).
 
     Created by the locks, never directly. Release it in a `finally`: until then a
@@ -144,17 +162,6 @@ class Held:
                 "could not release a lock; it expires on its own",
                 extra={"lock": self.name, "failure": type(failure).__name__},
             )
-
-    async def __aenter__(self) -> Held:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.release()
 
     async def _keep_alive(self) -> None:
         while True:
@@ -295,7 +302,7 @@ class StoreLease:
         await self._db.execute(_STORE_RELEASE, name, holder)
 
 
-class HeldPair:
+class HeldPair(_ReleasedOnExit):
     """The Redis lease with the store lease behind it; the store lease is what excludes."""
 
     def __init__(self, gate: Held, lease: Held) -> None:
@@ -314,17 +321,6 @@ class HeldPair:
     async def release(self) -> None:
         await self._lease.release()
         await self._gate.release()
-
-    async def __aenter__(self) -> HeldPair:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.release()
 
 
 Lease = Held | HeldPair

@@ -25,9 +25,11 @@ from credentials.tasks import spawn
 from management.settings import ManagementSettings
 from proxy.settings import ProxySettings
 from tests.e2e.conftest import Authgate, Factory, settings_env
+from tests.e2e.test_proxy_refresh import PROVIDERS as ROTATING_PROVIDER
 from tests.e2e.token_provider import TokenProvider, serve_token_provider
 
-PROVIDERS = """
+PROVIDERS = (
+    """
 fake-static:
     display_name: Fake static key
     docs: https://docs.example.com/fake-static
@@ -36,14 +38,9 @@ fake-static:
         base_url: http://127.0.0.1:${connectionConfig.port}
         headers:
             x-api-key: ${apiKey}
-fake-rotating:
-    display_name: Fake rotating OAuth
-    docs: https://docs.example.com/fake-rotating
-    auth_mode: OAUTH2
-    token_url: http://127.0.0.1:${connectionConfig.token_port}/oauth/token
-    proxy:
-        base_url: http://127.0.0.1:${connectionConfig.port}
 """
+    + ROTATING_PROVIDER
+)
 CLIENT = {"type": "OAUTH2", "client_id": "metrics-client", "client_secret": "metrics-csecret"}
 API_KEY = "metrics-api-key-value"
 STATIC = "metrics-static"
