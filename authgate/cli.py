@@ -62,7 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authgate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="proxy and management on one port").set_defaults(run=_serve)
-    commands.add_parser("proxy", help="the data plane only").set_defaults(run=_proxy)
+    proxy = commands.add_parser("proxy", help="the data plane only")
+    proxy.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes sharing the port (SO_REUSEPORT), under a supervisor",
+    )
+    proxy.set_defaults(run=_proxy)
     commands.add_parser("management", help="the control plane only").set_defaults(run=_management)
     _environment_commands(commands)
     _key_commands(commands)
@@ -139,12 +146,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _proxy(args: argparse.Namespace) -> int:
-    from authgate.serving import run_proxy
-
     settings = ProxySettings.from_env(os.environ)
     configure_logging(settings.log_level)
-    run_proxy(settings)
+    if args.workers > 1:
+        from authgate.workers import Supervisor
+
+        return Supervisor(args.workers, _say).run()
+    from authgate.serving import run_proxy
+    from authgate.workers import WORKER_VARIABLE
+
+    run_proxy(settings, reuse_port=os.environ.get(WORKER_VARIABLE) == "1")
     return 0
+
+
+def _say(message: str) -> None:
+    print(f"authgate: {message}", file=sys.stderr, flush=True)
 
 
 def _management(args: argparse.Namespace) -> int:

@@ -19,11 +19,14 @@ are grouped by the caller's `Nango-Activity-Log-Id` when one was sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from credentials.config import read_bool, read_int
@@ -40,6 +43,9 @@ DEFAULT_BATCH_SIZE = 500
 # Each row binds 14 parameters; PostgreSQL allows 32767 per statement.
 MAX_BATCH_SIZE = 1000
 DEFAULT_PRUNE_INTERVAL = 600.0
+# Under load, entries wait this long for company so the store sees a few multi-row
+# INSERTs per second rather than one per event-loop turn.
+DEFAULT_LINGER_SECONDS = 0.25
 # How long shutdown waits for queued entries to reach the database before giving up.
 CLOSE_TIMEOUT = 5.0
 DAY_MS = 86_400_000
@@ -58,6 +64,7 @@ class ActivitySettings:
     queue_size: int = DEFAULT_QUEUE_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE
     prune_interval: float = DEFAULT_PRUNE_INTERVAL
+    linger: float = DEFAULT_LINGER_SECONDS
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
@@ -146,6 +153,7 @@ class ActivityLog:
         self._clock = clock
         self._queue: deque[tuple[ActivityEntry, int]] = deque()
         self._wake = asyncio.Event()
+        self._write_now = asyncio.Event()
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -167,6 +175,8 @@ class ActivityLog:
         self._queue.append((entry, self._clock()))
         self.accepted += 1
         self._wake.set()
+        if len(self._queue) >= self.settings.batch_size:
+            self._write_now.set()
         return True
 
     def start(self) -> None:
@@ -180,6 +190,7 @@ class ActivityLog:
             await self._drain()
             return
         self._wake.set()
+        self._write_now.set()
         async with self._progress:
             await self._progress.wait_for(lambda: self.settled >= target)
 
@@ -216,14 +227,22 @@ class ActivityLog:
                 except TimeoutError:
                     pass
             self._wake.clear()
+            await self._linger()
             await self._drain()
             if time.monotonic() >= next_prune:
                 await self._prune_quietly()
                 next_prune = time.monotonic() + interval
 
+    async def _linger(self) -> None:
+        if self._queue and not self._write_now.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.linger):
+                    await self._write_now.wait()
+        self._write_now.clear()
+
     async def _drain(self) -> None:
         while self._queue:
-            count = min(self.settings.batch_size, len(self._queue))
+            count = batch_length(len(self._queue), self.settings.batch_size)
             batch = [self._queue.popleft() for _ in range(count)]
             await self._write(batch)
             async with self._progress:
@@ -274,20 +293,41 @@ class ActivityLog:
             log.info("activity log: retention removed %d rows", deleted)
 
 
+def batch_length(queued: int, batch_size: int) -> int:
+    """How many queued entries the next INSERT takes: the largest of a few fixed sizes
+    that fits. The databases cache a prepared statement per SQL text, and a handful of
+    row counts means a handful of texts, instead of a new multi-row statement to parse
+    for every batch."""
+    for size in (batch_size, 100, 10):
+        if size <= queued:
+            return min(size, batch_size)
+    return 1
+
+
 # --- storage ---------------------------------------------------------------------------------
 
 
-def insert_statement(batch: Sequence[tuple[ActivityEntry, int]]) -> tuple[str, ...]:
+def insert_statement(batch: Sequence[tuple[ActivityEntry, int]]) -> tuple[Any, ...]:
     """One INSERT for the whole batch: the SQL, then its arguments."""
-    width = len(_COLUMNS)
-    groups = []
     args: list[Any] = []
-    for index, (entry, created_at) in enumerate(batch):
-        base = index * width
-        groups.append("(" + ", ".join(f"${base + n + 1}" for n in range(width)) + ")")
-        args.extend((*astuple(entry), created_at))
-    sql = f"INSERT INTO activity_log ({', '.join(_COLUMNS)}) VALUES {', '.join(groups)}"
-    return (sql, *args)
+    for entry, created_at in batch:
+        args.extend(_entry_values(entry))
+        args.append(created_at)
+    return (_insert_sql(len(batch)), *args)
+
+
+# Shallow, unlike dataclasses.astuple, which deep-copies every value.
+_entry_values = operator.attrgetter(*_ENTRY_COLUMNS)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(rows: int) -> str:
+    width = len(_COLUMNS)
+    groups = (
+        "(" + ", ".join(f"${row * width + n + 1}" for n in range(width)) + ")"
+        for row in range(rows)
+    )
+    return f"INSERT INTO activity_log ({', '.join(_COLUMNS)}) VALUES {', '.join(groups)}"
 
 
 async def prune_activity(db: Database, *, older_than: int, max_rows_per_environment: int) -> int:

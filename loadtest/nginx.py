@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Final
 
 from loadtest.processes import child_process, wait_until_up
 
@@ -46,7 +47,30 @@ http {{
 """
 
 
-def upstream_server(root: Path) -> str:
+# The header that marks the bench's own check request on /upload, and the log of the
+# bodies such requests carried.
+CHECK_HEADER: Final = "X-Bench-Check"
+BODY_LOG: Final = "upload-bodies.log"
+
+
+def upstream_http() -> str:
+    # escape=none: the log line holds the body byte for byte, so the check can compare it.
+    fields = f"$http_{_variable(CHECK_HEADER)} $request_method $request_body"
+    return f"""\
+    log_format bench_body escape=none '{fields}';
+"""
+
+
+def upstream_server(root: Path, prefix: Path, port: int, upload_answer: str) -> str:
+    """Static files, ``/auth`` (echoes the Authorization seen) and ``POST /upload``.
+
+    ``/upload`` answers ``upload_answer`` and discards the body; nginx still reads it off
+    the socket, so keep-alive continues. A request carrying ``X-Bench-Check`` goes through
+    ``/upload-check`` instead, where nginx reads the body into memory (by proxying it to
+    itself) and logs it, so the bench can see which bytes arrived. The loaded runs never
+    send that header.
+    """
+    check = _variable(CHECK_HEADER)
     return f"""\
         root {root};
         default_type application/json;
@@ -55,7 +79,30 @@ def upstream_server(root: Path) -> str:
         # Lets the bench check which credential actually reached the upstream.
         location = /auth {{
             return 200 $http_authorization;
+        }}
+        location = /upload {{
+            if ($request_method != POST) {{
+                return 405;
+            }}
+            if ($http_{check}) {{
+                rewrite ^ /upload-check last;
+            }}
+            return 200 '{upload_answer}';
+        }}
+        location = /upload-check {{
+            internal;
+            client_body_buffer_size 128k;
+            client_body_in_single_buffer on;
+            access_log {prefix}/{BODY_LOG} bench_body;
+            proxy_pass http://127.0.0.1:{port}/upload-sink;
+        }}
+        location = /upload-sink {{
+            return 200 '{upload_answer}';
         }}"""
+
+
+def _variable(header: str) -> str:
+    return header.lower().replace("-", "_")
 
 
 def proxy_upstream(upstream_port: int) -> str:
@@ -76,6 +123,8 @@ def proxy_server(token: str) -> str:
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Authorization "Bearer {token}";
+            # Keeps a 64 KiB request body in memory instead of a temporary file.
+            client_body_buffer_size 128k;
         }}"""
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -124,7 +124,9 @@ def wait_until_up(
     raise BenchError(f"{name} did not answer GET {path} with 200 in time; log:\n{tail(log)}")
 
 
-# --- CPU accounting ----------------------------------------------------------------------
+# --- CPU and memory accounting ----------------------------------------------------------
+
+PROC: Final = Path("/proc")
 
 
 class ProcStat(NamedTuple):
@@ -141,18 +143,46 @@ def parse_proc_stat(text: str) -> ProcStat:
     return ProcStat(int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12]))
 
 
-def _proc_stats() -> Iterator[tuple[int, ProcStat]]:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def parse_vm_rss_bytes(status: str) -> int:
+    """Resident set size from the text of ``/proc/<pid>/status`` (0 when it has none)."""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            # proc(5): always in kB, which the kernel means as KiB.
+            return int(line.split()[1]) * 1024
+    return 0  # kernel threads and zombies have no VmRSS line
+
+
+def _proc_stats(proc: Path = PROC) -> Iterator[tuple[int, ProcStat]]:
+    for stat in proc.glob("[0-9]*/stat"):
         try:
             yield int(stat.parent.name), parse_proc_stat(stat.read_text())
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we were looking
 
 
-def group_cpu_seconds(pgid: int) -> float:
+def _group_pids(pgid: int, proc: Path) -> Iterator[tuple[int, ProcStat]]:
+    return ((pid, stat) for pid, stat in _proc_stats(proc) if stat.pgrp == pgid)
+
+
+def group_cpu_seconds(pgid: int, proc: Path = PROC) -> float:
     """CPU time used so far by every live process in the group (nginx master + workers)."""
-    ticks = sum(stat.cpu_ticks for _, stat in _proc_stats() if stat.pgrp == pgid)
+    ticks = sum(stat.cpu_ticks for _, stat in _group_pids(pgid, proc))
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def group_rss_bytes(pgid: int, proc: Path = PROC) -> int:
+    """Sum of VmRSS over every live process in the group.
+
+    Pages shared between the processes (code, a forked parent's memory) count once per
+    process, so this is an upper bound of what the group holds.
+    """
+    total = 0
+    for pid, _ in _group_pids(pgid, proc):
+        try:
+            total += parse_vm_rss_bytes((proc / str(pid) / "status").read_text())
+        except (OSError, ValueError, IndexError):
+            continue  # ended between the two reads
+    return total
 
 
 def stop_stray_children() -> None:

@@ -10,11 +10,20 @@ import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from loadtest.processes import BenchError, Headers
 
-__all__ = ["WrkResult", "parse_latency_ms", "parse_wrk_output", "run_wrk", "wrk_command"]
+__all__ = [
+    "WrkResult",
+    "lua_string",
+    "parse_latency_ms",
+    "parse_wrk_output",
+    "request_script",
+    "run_wrk",
+    "wrk_command",
+]
 
 # wrk prints durations with the unit that keeps the number short (src/units.c).
 _MS_PER_UNIT: Final[Mapping[str, float]] = {
@@ -85,11 +94,47 @@ def parse_wrk_output(text: str) -> WrkResult:
     )
 
 
+# Lua 5.1 (LuaJIT, which wrk embeds) reads these back as the byte itself; any other byte
+# outside printable ASCII becomes a three-digit decimal escape, its only numeric escape.
+_LUA_ESCAPES: Final = {ord('"'): '\\"', ord("\\"): "\\\\"}
+_LUA_PRINTABLE: Final = range(0x20, 0x7F)
+
+
+def _lua_char(byte: int) -> str:
+    if byte in _LUA_ESCAPES:
+        return _LUA_ESCAPES[byte]
+    return chr(byte) if byte in _LUA_PRINTABLE else f"\\{byte:03d}"
+
+
+def lua_string(data: bytes) -> str:
+    """``data`` as a double-quoted Lua string literal that reads back byte for byte."""
+    return '"' + "".join(map(_lua_char, data)) + '"'
+
+
+def request_script(method: str, body: bytes, content_type: str) -> str:
+    """A wrk script sending every request with ``method`` and ``body``.
+
+    wrk builds each request from these fields and adds ``Content-Length`` itself.
+    """
+    return (
+        f"wrk.method = {lua_string(method.encode())}\n"
+        f"wrk.body = {lua_string(body)}\n"
+        f'wrk.headers["Content-Type"] = {lua_string(content_type.encode())}\n'
+    )
+
+
 def wrk_command(
-    url: str, connections: int, duration: int, headers: Headers, pin_cpu: int | None
+    url: str,
+    connections: int,
+    duration: int,
+    headers: Headers,
+    pin_cpu: int | None,
+    script: Path | None = None,
 ) -> list[str]:
     # One wrk thread: on 2 cores a second thread only steals CPU from the server under test.
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
     for name, value in headers:
         command += ["-H", f"{name}: {value}"]
     command.append(url)
@@ -97,9 +142,14 @@ def wrk_command(
 
 
 def run_wrk(
-    url: str, connections: int, duration: int, headers: Headers, pin_cpu: int | None
+    url: str,
+    connections: int,
+    duration: int,
+    headers: Headers,
+    pin_cpu: int | None,
+    script: Path | None = None,
 ) -> WrkResult:
-    command = wrk_command(url, connections, duration, headers, pin_cpu)
+    command = wrk_command(url, connections, duration, headers, pin_cpu, script)
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=duration + 60, check=False
     )

@@ -4,8 +4,8 @@ Only identifiers, sizes, timings and outcomes go in: never a header value, a que
 or a body. The query contributes the names of its parameters only, and only names that
 look like names (a bare `?<token>` has no name to keep).
 
-`log_request` also hands the request to the app's activity log when one is installed
-(`app[ACTIVITY]`, see authgate/serving.py); that is an in-memory append, never I/O.
+`log_request` also hands the request to the activity log when one is given; that is an
+in-memory append, never I/O.
 """
 
 from __future__ import annotations
@@ -13,19 +13,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
-
-from credentials.activity import ActivityEntry, ActivityLog, ActivitySettings
-from credentials.database import Database
+from credentials.activity import ActivityEntry, ActivityLog
+from credentials.jsonlog import log_flat
 from proxy.context import ProxyContext
 from proxy.urls import path_for_log
 
 log = logging.getLogger("authgate.access")
 
-ACTIVITY = web.AppKey("activity", ActivityLog)
 
 # What a query parameter name written by a program looks like: short words of letters
 # and digits joined by `_ - . [ ]`, none of them long or a random-looking mix of letters
@@ -39,10 +35,9 @@ _MAX_QUERY_KEYS = 32
 UNNAMED_PARAMETER = "?"
 
 
-def log_request(ctx: ProxyContext) -> None:
+def log_request(ctx: ProxyContext, activity: ActivityLog | None) -> None:
     fields = access_fields(ctx)
-    log.info("proxy", extra=fields)
-    activity = ctx.request.app.get(ACTIVITY)
+    log_flat(log, "proxy", fields)
     if activity is not None:
         entry = activity_entry(ctx, fields)
         if entry is not None:
@@ -63,8 +58,8 @@ def access_fields(ctx: ProxyContext) -> dict[str, Any]:
         "activity_log_id": params.activity_log_id if params else None,
         "method": ctx.request.method,
         "host": outcome.upstream_host or None,
-        "path": path_for_log(ctx.request.path),
-        "query_keys": query_keys(ctx.request.rel_url.raw_query_string),
+        "path": path_for_log(ctx.request.raw_path),
+        "query_keys": query_keys(_raw_query(ctx.request.raw_path)),
         "status": outcome.status,
         "error": outcome.error_code,
         "upstream_ms": round(outcome.upstream_seconds * 1000, 3),
@@ -77,6 +72,34 @@ def access_fields(ctx: ProxyContext) -> dict[str, Any]:
         "bytes_in": outcome.bytes_in or ctx.request.content_length or 0,
         "bytes_out": outcome.bytes_out,
     }
+
+
+def _raw_query(target: str) -> str:
+    return target.partition("?")[2].partition("#")[0]
+
+
+ACCESS_FIELD_NAMES = (
+    "request_id",
+    "environment",
+    "integration",
+    "connection",
+    "activity_log_id",
+    "method",
+    "host",
+    "path",
+    "query_keys",
+    "status",
+    "error",
+    "upstream_ms",
+    "overhead_ms",
+    "retries",
+    "retry_reasons",
+    "refresh",
+    "rate_limit",
+    "reauthorized",
+    "bytes_in",
+    "bytes_out",
+)
 
 
 def query_keys(raw_query: str) -> list[str]:
@@ -129,22 +152,3 @@ def activity_entry(ctx: ProxyContext, fields: dict[str, Any]) -> ActivityEntry |
         overhead_ms=float(fields["overhead_ms"]),
         retries=ctx.outcome.retries,
     )
-
-
-def install_activity_log(app: web.Application, db: Database, settings: ActivitySettings) -> None:
-    """Record `app`'s proxied requests in the activity log, unless it is disabled.
-
-    The writer starts with the app and is flushed and stopped by the app's cleanup, which
-    runs before the core (and its database) closes.
-    """
-    if not settings.enabled:
-        return
-    activity = ActivityLog(db, settings)
-    app[ACTIVITY] = activity
-
-    async def lifetime(_: web.Application) -> AsyncIterator[None]:
-        activity.start()
-        yield
-        await activity.close()
-
-    app.cleanup_ctx.append(lifetime)

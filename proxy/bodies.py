@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from proxy.errors import PayloadTooLarge
+from proxy.http.server import Request
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-CHUNK_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +29,20 @@ class RequestBody:
 NO_BODY = RequestBody(data=None, length=None)
 
 
-async def read_body(request: web.Request, *, limit: int, replay_buffer: int) -> RequestBody:
+async def read_body(request: Request, *, limit: int, replay_buffer: int) -> RequestBody:
     if request.method not in BODY_METHODS or not request.body_exists:
         return NO_BODY
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}")
     if length is not None and length <= replay_buffer:
-        return RequestBody(data=await request.content.readexactly(length), length=length)
+        return RequestBody(data=await request.read_exactly(length), length=length)
     return RequestBody(data=_bounded_stream(request, limit), length=length)
 
 
-async def _bounded_stream(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+async def _bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     seen = 0
-    async for chunk in request.content.iter_chunked(CHUNK_SIZE):
+    async for chunk in request.iter_chunks():
         seen += len(chunk)
         if seen > limit:
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes")

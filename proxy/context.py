@@ -1,8 +1,8 @@
 """What a proxied request carries through the pipeline.
 
-The inbound `web.Request` is never modified; each stage fills in the part of the
-context it owns (environment, params, target, outbound url and headers), and the
-terminal stage records the outcome the log line reports.
+The inbound `Request` is never modified; each stage fills in the part of the context it
+owns (environment, params, target, outbound url and headers), the terminal stage writes
+the provider's answer to `reply` and records the outcome the log line reports.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from credentials.injectors import Injection
 from credentials.models import Connection, Environment, Integration, Provider, RetryRules
+from proxy.http.server import Reply, Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +79,8 @@ class Outcome:
 
 @dataclass(slots=True)
 class ProxyContext:
-    request: web.Request
+    request: Request
+    reply: Reply
     request_id: str
     started: float
     environment: Environment | None = None
@@ -94,6 +94,8 @@ class ProxyContext:
     # each replaces every provider header of the same name.
     response_header_overrides: list[tuple[str, str]] = field(default_factory=list)
     outcome: Outcome = field(default_factory=Outcome)
+    # Seconds spent waiting for a rate-limit token; the forward deadline shrinks by it.
+    rate_limit_wait: float = 0.0
 
     # Stages run in a fixed order, so a missing value here is a pipeline bug, not input.
     @property

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from credentials.secret_keys import AUTH_ERROR_MESSAGES
 from proxy import compat
@@ -38,6 +37,8 @@ class ProxyError(Exception):
     code = compat.SERVER_ERROR
     retry_after: int | None = None
     """Seconds for a `Retry-After` header, for errors a client should simply retry."""
+    headers: dict[str, str] = {}  # replaced per instance, never mutated
+    """More headers of the answer (a rate limit's `RateLimit-*`, say)."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -155,15 +156,15 @@ class StoreUnreachable(ProxyError):
         super().__init__("The credential store is unreachable; try again")
 
 
-def error_response(error: ProxyError, request_id: str | None = None) -> web.Response:
-    headers = {compat.ERROR_HEADER: error.code}
+ErrorAnswer = tuple[int, list[tuple[str, str]], bytes]
+
+
+def error_answer(error: ProxyError, request_id: str | None = None) -> ErrorAnswer:
+    """Status, headers and JSON body of `error`, ready for `Reply.respond`."""
+    headers = [("Content-Type", "application/json"), (compat.ERROR_HEADER, error.code)]
     if request_id:
-        headers[compat.REQUEST_ID_HEADER] = request_id
+        headers.append((compat.REQUEST_ID_HEADER, request_id))
     if error.retry_after is not None:
-        headers["Retry-After"] = str(error.retry_after)
-    return web.Response(
-        status=error.status,
-        body=orjson.dumps(error.body()),
-        content_type="application/json",
-        headers=headers,
-    )
+        headers.append(("Retry-After", str(error.retry_after)))
+    headers.extend(error.headers.items())
+    return error.status, headers, orjson.dumps(error.body())

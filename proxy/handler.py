@@ -1,54 +1,70 @@
-"""The aiohttp route: inbound request → pipeline → response, the log line and the metrics."""
+"""One proxied request: inbound request → pipeline → reply, the log line and the metrics."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from aiohttp import web
-
+from credentials.activity import ActivityLog
 from credentials.database import StoreUnavailable
 from proxy import metrics
 from proxy.access_log import log_request
 from proxy.context import ProxyContext
-from proxy.errors import ProxyError, StoreUnreachable, error_response
+from proxy.errors import ProxyError, StoreUnreachable, error_answer
+from proxy.http.server import ClientDisconnected, Handler, Reply, Request
 from proxy.pipeline_types import Next
 
 log = logging.getLogger("authgate.proxy")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+def proxy_handler(pipeline: Next, activity: ActivityLog | None = None) -> Handler:
+    next_request_id = request_ids()
 
-def proxy_handler(pipeline: Next) -> Handler:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        ctx = ProxyContext(
-            request=request, request_id=uuid.uuid4().hex, started=time.perf_counter()
-        )
+    async def handle(request: Request, reply: Reply) -> None:
+        ctx = ProxyContext(request, reply, next_request_id(), time.perf_counter())
         metrics.request_started()
         try:
-            return await pipeline(ctx)
+            await pipeline(ctx)
         except ProxyError as error:
-            return _answer(ctx, error)
+            _answer(ctx, error)
         except StoreUnavailable as outage:
             # Expected while the database is down: a warning without traceback, and a
             # 503 the client can retry, never a 500.
             log.warning(
                 "credential store unavailable: %s", outage, extra={"request_id": ctx.request_id}
             )
-            return _answer(ctx, StoreUnreachable())
+            _answer(ctx, StoreUnreachable())
+        except ClientDisconnected:
+            ctx.outcome.error_code = "client_disconnected"
         except Exception:
             log.exception("unexpected proxy failure", extra={"request_id": ctx.request_id})
-            return _answer(ctx, ProxyError("Internal error; the request id identifies it"))
+            _answer(ctx, ProxyError("Internal error; the request id identifies it"))
         finally:
-            log_request(ctx)
+            log_request(ctx, activity)
             metrics.request_finished(ctx, now=time.perf_counter())
 
     return handle
 
 
-def _answer(ctx: ProxyContext, error: ProxyError) -> web.StreamResponse:
+def request_ids() -> Callable[[], str]:
+    """Unique 32-hex-digit request ids: a random per-process prefix and a counter.
+
+    `uuid4()` costs a random read per request; uniqueness is all an id needs.
+    """
+    prefix = os.urandom(10).hex()
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter):012x}"
+
+
+def _answer(ctx: ProxyContext, error: ProxyError) -> None:
     ctx.outcome.status = error.status
     ctx.outcome.error_code = error.code
-    return error_response(error, ctx.request_id)
+    if ctx.reply.started:
+        # The provider's status line is out: an error now can only cut the stream.
+        ctx.reply.abort()
+        return
+    status, headers, body = error_answer(error, ctx.request_id)
+    ctx.reply.respond(status, headers, body)

@@ -61,15 +61,15 @@ served (with prometheus-client's process and GC metrics).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
-from weakref import WeakSet
 
-import aiohttp
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -85,6 +85,7 @@ from credentials import observe
 from credentials.grants.base import REASONS as GRANT_FAILURE_REASONS
 from credentials.models import AuthMode
 from proxy.context import ProxyContext
+from proxy.http.client import PoolStats
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -244,8 +245,16 @@ def credential_type_label(credential_type: str) -> str:
 # --- recording --------------------------------------------------------------------------
 
 
+# In-flight requests and bytes change twice per request (per chunk, for bytes): they are
+# kept as plain numbers and copied to their gauges when sampled (at most once a second
+# as requests finish, and at every scrape), not locked and written on every change.
+_requests_in_flight = 0
+_bytes_in_flight = 0
+
+
 def request_started() -> None:
-    REQUESTS_IN_FLIGHT.inc()
+    global _requests_in_flight
+    _requests_in_flight += 1
 
 
 def request_finished(ctx: ProxyContext, *, now: float) -> None:
@@ -254,31 +263,79 @@ def request_finished(ctx: ProxyContext, *, now: float) -> None:
     `now` is `time.perf_counter()` at the end (the overhead of a request that never
     reached its first response byte runs until then).
     """
-    REQUESTS_IN_FLIGHT.dec()
+    global _requests_in_flight
+    _requests_in_flight -= 1
     outcome = ctx.outcome
     # Named only once the connection was found: the header alone is caller input.
     integration = ctx.target.connection.provider_config_key if ctx.target is not None else ""
     environment = ctx.environment.name if ctx.environment is not None else ""
-    PROXY_REQUESTS.labels(
-        environment,
-        integration,
-        method_label(ctx.request.method),
-        status_class(outcome.status),
-        error_label(outcome.error_code),
+    _request_counter(
+        environment, integration, ctx.request.method, outcome.status, outcome.error_code
     ).inc()
     for reason in outcome.retry_reasons:
         PROXY_RETRIES.labels(integration, retry_reason_label(reason)).inc()
     if outcome.rate_limit is not None:
         PROXY_RATE_LIMITED.labels(integration, rate_limit_label(outcome.rate_limit)).inc()
+    series = _integration_series(integration)
     if outcome.bytes_out:
-        RESPONSE_BYTES.labels(integration).inc(outcome.bytes_out)
+        series.response_bytes.inc(outcome.bytes_out)
     if outcome.upstream_host:
-        UPSTREAM_SECONDS.labels(integration).observe(outcome.upstream_seconds)
+        series.upstream_seconds.observe(outcome.upstream_seconds)
     if outcome.status:
         responded = outcome.responded_at or now
         overhead = max(responded - ctx.started - outcome.upstream_seconds, 0.0)
-        PROXY_OVERHEAD.labels(integration, _waited(ctx)).observe(overhead)
-    refresh_pool_gauges()
+        waited = _waited(ctx) == "true"
+        (series.overhead_waited if waited else series.overhead).observe(overhead)
+    sample_pool_gauges(now)
+
+
+# Label children, memoised: `labels()` validates and locks on every call, and a request
+# needs five of them. Keys are the raw values; the labels themselves still go through the
+# label functions above, so the cardinality rules are unchanged. Bounded, like the label
+# sets themselves should be; cleared if something unexpected floods them.
+_MAX_MEMOISED = 10_000
+_request_counters: dict[tuple[str, str, str, int, str | None], Counter] = {}
+
+
+def _request_counter(
+    environment: str, integration: str, method: str, status: int, error: str | None
+) -> Counter:
+    key = (environment, integration, method, status, error)
+    child = _request_counters.get(key)
+    if child is None:
+        if len(_request_counters) >= _MAX_MEMOISED:
+            _request_counters.clear()
+        child = PROXY_REQUESTS.labels(
+            environment, integration, method_label(method), status_class(status), error_label(error)
+        )
+        _request_counters[key] = child
+    return child
+
+
+@dataclass(frozen=True, slots=True)
+class _IntegrationSeries:
+    response_bytes: Counter
+    upstream_seconds: Histogram
+    overhead: Histogram
+    overhead_waited: Histogram
+
+
+_integration_series_cache: dict[str, _IntegrationSeries] = {}
+
+
+def _integration_series(integration: str) -> _IntegrationSeries:
+    series = _integration_series_cache.get(integration)
+    if series is None:
+        if len(_integration_series_cache) >= _MAX_MEMOISED:
+            _integration_series_cache.clear()
+        series = _IntegrationSeries(
+            RESPONSE_BYTES.labels(integration),
+            UPSTREAM_SECONDS.labels(integration),
+            PROXY_OVERHEAD.labels(integration, "false"),
+            PROXY_OVERHEAD.labels(integration, "true"),
+        )
+        _integration_series_cache[integration] = series
+    return series
 
 
 def _waited(ctx: ProxyContext) -> str:
@@ -292,14 +349,25 @@ def _waited(ctx: ProxyContext) -> str:
     return "true" if waited else "false"
 
 
+def hold_bytes(size: int) -> None:
+    """`size` response body bytes are now held in memory (pair with `release_bytes`)."""
+    global _bytes_in_flight
+    _bytes_in_flight += size
+
+
+def release_bytes(size: int) -> None:
+    global _bytes_in_flight
+    _bytes_in_flight -= size
+
+
 @contextmanager
 def bytes_in_flight(size: int) -> Iterator[None]:
     """Count `size` body bytes as held in memory while the block runs."""
-    BYTES_IN_FLIGHT.inc(size)
+    hold_bytes(size)
     try:
         yield
     finally:
-        BYTES_IN_FLIGHT.dec(size)
+        release_bytes(size)
 
 
 def rate_limit_failed_open(reason: FailOpenReason) -> None:
@@ -309,6 +377,9 @@ def rate_limit_failed_open(reason: FailOpenReason) -> None:
     RATE_LIMIT_FAIL_OPEN.labels(reason).inc()
     if reason == "redis_error":
         REDIS_ERRORS.labels("rate_limit").inc()
+
+
+_CACHE_COUNTERS: dict[tuple[str, str], Counter] = {}
 
 
 class MetricsObserver(observe.Observer):
@@ -325,7 +396,11 @@ class MetricsObserver(observe.Observer):
             TOKEN_REFRESHES.labels(kind, "failed", reason).inc()
 
     def cache_lookup(self, layer: observe.CacheLayer, result: observe.CacheResult) -> None:
-        CACHE_LOOKUPS.labels(layer, result).inc()
+        # Every proxied request reports one: the child counters are looked up once.
+        counter = _CACHE_COUNTERS.get((layer, result))
+        if counter is None:
+            counter = _CACHE_COUNTERS[layer, result] = CACHE_LOOKUPS.labels(layer, result)
+        counter.inc()
 
     def store_read(self) -> None:
         STORE_READS.inc()
@@ -345,29 +420,49 @@ def install() -> None:
 
 # --- the upstream connection pool -------------------------------------------------------
 
-_pools: WeakSet[aiohttp.TCPConnector] = WeakSet()
+PoolStatsSource = Callable[[], PoolStats]
+_pools: list[PoolStatsSource] = []
+# Pool gauges are sampled, not kept exact on every request: once a second at most, and
+# at every scrape.
+POOL_SAMPLE_SECONDS = 1.0
+_pool_sampled_at = -math.inf
 
 
-def track_pool(connector: aiohttp.TCPConnector) -> None:
-    _pools.add(connector)
+def track_pool(stats: PoolStatsSource) -> None:
+    _pools.append(stats)
     refresh_pool_gauges()
 
 
-def untrack_pool(connector: aiohttp.TCPConnector) -> None:
-    _pools.discard(connector)
+def untrack_pool(stats: PoolStatsSource) -> None:
+    if stats in _pools:
+        _pools.remove(stats)
+    refresh_pool_gauges()
+
+
+def sample_pool_gauges(now: float) -> None:
+    """`refresh_gauges`, at most once per `POOL_SAMPLE_SECONDS` of `now`."""
+    global _pool_sampled_at
+    if now - _pool_sampled_at >= POOL_SAMPLE_SECONDS:
+        _pool_sampled_at = now
+        refresh_gauges()
+
+
+def refresh_gauges() -> None:
+    """Copy the sampled values (in flight, pool occupancy) to their gauges."""
+    REQUESTS_IN_FLIGHT.set(_requests_in_flight)
+    BYTES_IN_FLIGHT.set(_bytes_in_flight)
     refresh_pool_gauges()
 
 
 def refresh_pool_gauges() -> None:
     in_use = idle = limit = 0
     unlimited = False
-    for connector in list(_pools):
-        # aiohttp has no public view of pool occupancy; these two attributes are the
-        # connector's own bookkeeping (acquired handlers, idle keep-alive lists per key).
-        in_use += len(connector._acquired)
-        idle += sum(len(kept) for kept in connector._conns.values())
-        limit += connector.limit
-        unlimited = unlimited or connector.limit == 0
+    for source in _pools:
+        stats = source()
+        in_use += stats.in_use
+        idle += stats.idle
+        limit += stats.limit
+        unlimited = unlimited or stats.limit == 0
     POOL_CONNECTIONS.labels("in_use").set(in_use)
     POOL_CONNECTIONS.labels("idle").set(idle)
     POOL_LIMIT.set(0 if unlimited else limit)
@@ -393,7 +488,7 @@ def render(directory: str | None = None) -> bytes:
 
 async def exposition() -> tuple[bytes, str]:
     """The body and content type of a `/metrics` answer."""
-    refresh_pool_gauges()
+    refresh_gauges()
     # Off the event loop: collecting reads every worker's files in multiprocess mode.
     body = await asyncio.to_thread(render, multiprocess_dir())
     return body, CONTENT_TYPE_LATEST

@@ -1,20 +1,19 @@
 """The proxy pipeline: every proxied request goes through this one ordered list.
 
-Each stage has the same shape as an aiohttp middleware: it gets the context and the
-rest of the pipeline, and either answers by raising a `ProxyError` or awaits `next`.
-The terminal stage (`forward`) is added here, never by a caller.
+Each stage has the shape of a middleware: it gets the context and the rest of the
+pipeline, and either answers by raising a `ProxyError` or awaits `following`. The
+terminal stage (`forward`) writes the provider's answer and is added here, never by a
+caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from aiohttp import web
+from functools import partial
 
 from credentials.keys import SecretKeyResolver
 from credentials.refresh import Refresher
-from proxy.context import ProxyContext
 from proxy.pipeline_types import Next, Stage
 from proxy.settings import ProxySettings
 from proxy.stages.authenticate import authenticate
@@ -59,12 +58,6 @@ def build_pipeline(deps: PipelineDeps) -> Next:
 def chain(stages: Sequence[Stage], terminal: Next) -> Next:
     handler = terminal
     for stage in reversed(stages):
-        handler = _bind(stage, handler)
+        # A partial, not a wrapper coroutine: one frame per stage on every request.
+        handler = partial(stage, following=handler)
     return handler
-
-
-def _bind(stage: Stage, following: Next) -> Next:
-    async def run(ctx: ProxyContext) -> web.StreamResponse:
-        return await stage(ctx, following)
-
-    return run

@@ -78,6 +78,10 @@ class RetryDecision:
     hinted: bool = False
 
 
+EXHAUSTED = RetryDecision(False, 0.0, "exhausted")
+"""No retry left: the answer stands."""
+
+
 def decide(
     policy: RetryPolicy,
     attempt: int,
@@ -101,7 +105,7 @@ def decide(
     ``status_<code>``.
     """
     if attempt >= policy.max_retries:
-        return RetryDecision(False, 0.0, "exhausted")
+        return EXHAUSTED
     if status is not None and not is_retryable_status(policy, status, headers):
         return RetryDecision(False, 0.0, "not_retryable")
 

@@ -11,48 +11,52 @@ from __future__ import annotations
 import logging
 import time
 
-import aiohttp
-from aiohttp import web
-
 from proxy import compat, metrics
 from proxy.context import ProxyContext
-from proxy.headers import response_headers
+from proxy.headers import Header, response_headers
+from proxy.http.client import ClientError, Response
+from proxy.http.server import ClientDisconnected
 
 log = logging.getLogger("authgate.proxy")
 
 
-async def stream_back(
-    ctx: ProxyContext, upstream: aiohttp.ClientResponse, *, decompressed: bool
-) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    for name, value in _headers(upstream, decompressed=decompressed):
-        response.headers.add(name, value)
-    for name, value in ctx.response_header_overrides:
-        response.headers[name] = value
-    response.headers[compat.REQUEST_ID_HEADER] = ctx.request_id
+async def stream_back(ctx: ProxyContext, upstream: Response) -> None:
+    reply = ctx.reply
     ctx.outcome.status = upstream.status
-    await response.prepare(ctx.request)
-    ctx.outcome.responded_at = time.perf_counter()
     try:
-        async for chunk in upstream.content.iter_any():
-            ctx.outcome.bytes_out += len(chunk)
-            with metrics.bytes_in_flight(len(chunk)):
-                await response.write(chunk)
-    except (aiohttp.ClientError, OSError, TimeoutError) as failure:
+        reply.start(upstream.status, _headers(ctx, upstream), upstream.reason)
+        ctx.outcome.responded_at = time.perf_counter()
+        async for chunk in upstream.iter_chunks():
+            size = len(chunk)
+            ctx.outcome.bytes_out += size
+            metrics.hold_bytes(size)
+            try:
+                await reply.write(chunk)
+            finally:
+                metrics.release_bytes(size)
+    except ClientDisconnected:
+        ctx.outcome.error_code = "client_disconnected"
+        upstream.close()
+        return
+    except (ClientError, OSError, TimeoutError) as failure:
+        upstream.close()
         _abort(ctx, failure)
-        return response
-    finally:
-        upstream.release()
-    await response.write_eof()
-    return response
+        return
+    upstream.release()
+    reply.finish()
 
 
-def _headers(upstream: aiohttp.ClientResponse, *, decompressed: bool) -> list[tuple[str, str]]:
+def _headers(ctx: ProxyContext, upstream: Response) -> list[Header]:
     raw = [
         (name.decode("latin-1"), value.decode("latin-1")) for name, value in upstream.raw_headers
     ]
-    decoded = decompressed and "Content-Encoding" in upstream.headers
-    return response_headers(raw, decoded=decoded)
+    headers = response_headers(raw, decoded=upstream.decoded)
+    if ctx.response_header_overrides:
+        replaced = {name.lower() for name, _ in ctx.response_header_overrides}
+        headers = [header for header in headers if header[0].lower() not in replaced]
+        headers.extend(ctx.response_header_overrides)
+    headers.append((compat.REQUEST_ID_HEADER, ctx.request_id))
+    return headers
 
 
 def _abort(ctx: ProxyContext, failure: BaseException) -> None:
@@ -61,6 +65,4 @@ def _abort(ctx: ProxyContext, failure: BaseException) -> None:
         "stream failed after the status was sent; aborting the caller connection",
         extra={"request_id": ctx.request_id, "failure": type(failure).__name__},
     )
-    transport = ctx.request.transport
-    if transport is not None:
-        transport.abort()
+    ctx.reply.abort()

@@ -32,7 +32,7 @@ def endpoint_from_target(raw_target: str) -> str:
     """
     target = raw_target
     if not target.startswith("/"):
-        target = _origin_form(target)
+        target = origin_form(target)
     if not target.startswith(_PREFIX):
         raise ValueError(f"request target is not under {_PREFIX}")
     rest = target[_PREFIX_LEN:]
@@ -46,7 +46,8 @@ def endpoint_from_target(raw_target: str) -> str:
     raise ValueError(f"request target is not under {_PREFIX}")
 
 
-def _origin_form(target: str) -> str:
+def origin_form(target: str) -> str:
+    """The origin form (`/path?query`) of an absolute-form request target."""
     scheme_end = target.find("://")
     if scheme_end < 0:
         raise ValueError("request target is neither origin nor absolute form")
@@ -139,17 +140,14 @@ def path_for_log(endpoint: str) -> str:
 _NOT_ON_THE_WIRE = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
 
 
-def request_url(url: str) -> URL:
-    """The yarl URL to hand to aiohttp so it sends path and query exactly as in ``url``.
-
-    ``URL(url, encoded=True)`` keeps the path and query as they are (no requoting, no
-    ``..`` removal); aiohttp writes ``raw_path_qs`` into the request line. A URL that
-    holds bytes an HTTP request line cannot carry first gets just those percent-encoded
-    (UTF-8), and a non-ASCII host is IDNA-encoded; yarl would otherwise drop CR/LF/TAB
-    silently and send spaces raw, which breaks the request line.
+def wire_url(url: str) -> str:
+    """``url`` as it goes on the wire: path and query exactly as given (no requoting, no
+    ``..`` removal), except that bytes an HTTP request line cannot carry get
+    percent-encoded (UTF-8) and a non-ASCII host is IDNA-encoded. Sending spaces or CR/LF
+    raw would break the request line.
     """
     if _NOT_ON_THE_WIRE.search(url) is None:
-        return URL(url, encoded=True)
+        return url
     scheme_end = url.find("://")
     start = scheme_end + 3 if scheme_end >= 0 else 0
     path_start = len(url)
@@ -160,8 +158,12 @@ def request_url(url: str) -> URL:
     origin, rest = url[:path_start], url[path_start:]
     if not origin.isascii():
         origin = str(URL(origin))
-    rest = _NOT_ON_THE_WIRE.sub(_escape, rest)
-    return URL(origin + rest, encoded=True)
+    return origin + _NOT_ON_THE_WIRE.sub(_escape, rest)
+
+
+def request_url(url: str) -> URL:
+    """:func:`wire_url` as a yarl URL that aiohttp sends unchanged (``encoded=True``)."""
+    return URL(wire_url(url), encoded=True)
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -33,6 +33,8 @@ class TcpRelay:
         self._pumps: set[asyncio.Task[None]] = set()
         self.accepted = 0
         """How many connections were relayed (refused ones during a cut not counted)."""
+        self.bytes_to_target = 0
+        """Bytes the clients sent on to the target: any query or command shows here."""
 
     async def __aenter__(self) -> TcpRelay:
         await self.start()
@@ -102,17 +104,23 @@ class TcpRelay:
             return
         self.accepted += 1
         self._links.update((client, target))
-        self._start_pump(client_reader, target)
-        self._start_pump(target_reader, client)
+        self._start_pump(client_reader, target, to_target=True)
+        self._start_pump(target_reader, client, to_target=False)
 
-    def _start_pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        pump = spawn(self._pump(source, sink), name="tcp-relay-pump")
+    def _start_pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, to_target: bool
+    ) -> None:
+        pump = spawn(self._pump(source, sink, to_target), name="tcp-relay-pump")
         self._pumps.add(pump)
         pump.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, to_target: bool
+    ) -> None:
         try:
             while chunk := await source.read(CHUNK_BYTES):
+                if to_target:
+                    self.bytes_to_target += len(chunk)
                 sink.write(chunk)
                 await sink.drain()
         except OSError:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from credentials.keys import SecretKeyResolver
 from credentials.secret_keys import parse_bearer
 from proxy import compat
@@ -13,7 +11,7 @@ from proxy.pipeline_types import Next, Stage
 
 
 def authenticate(keys: SecretKeyResolver) -> Stage:
-    async def stage(ctx: ProxyContext, following: Next) -> web.StreamResponse:
+    async def stage(ctx: ProxyContext, following: Next) -> None:
         parsed = parse_bearer(ctx.request.headers.get(compat.AUTHORIZATION))
         if parsed.error is not None:
             raise AuthenticationFailed(parsed.error)
@@ -22,6 +20,6 @@ def authenticate(keys: SecretKeyResolver) -> Stage:
         if environment is None:
             raise AuthenticationFailed(compat.UNKNOWN_ACCOUNT)
         ctx.environment = environment
-        return await following(ctx)
+        await following(ctx)
 
     return stage

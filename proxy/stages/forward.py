@@ -12,21 +12,18 @@ import contextlib
 import random
 import time
 
-import aiohttp
-from aiohttp import web
-
 from credentials.outbound import OutboundBlocked, check_url
 from credentials.tasks import spawn
 from proxy.bodies import RequestBody, read_body
 from proxy.context import ProxyContext
 from proxy.errors import OutboundRefused, ProxyError, UpstreamTimeout, UpstreamUnreachable
+from proxy.http.client import Response
 from proxy.pipeline_types import Next
-from proxy.redirects import MAX_REDIRECTS, next_hop
-from proxy.retry import RetryDecision, RetryPolicy, caller_retry_after, decide
+from proxy.redirects import MAX_REDIRECTS, REDIRECT_STATUSES, next_hop
+from proxy.retry import EXHAUSTED, RetryDecision, RetryPolicy, caller_retry_after, decide
 from proxy.settings import ProxySettings
 from proxy.stages.freshen import Reauthorize
 from proxy.stages.inject import apply_credentials
-from proxy.stages.ratelimit import waited
 from proxy.streaming import stream_back
 from proxy.upstream import Upstream, UpstreamRequest
 
@@ -39,18 +36,18 @@ def forward(
 ) -> Next:
     jitter = rng or random.Random()
 
-    async def terminal(ctx: ProxyContext) -> web.StreamResponse:
+    async def terminal(ctx: ProxyContext) -> None:
         body = await read_body(
             ctx.request,
             limit=settings.max_body_bytes,
             replay_buffer=settings.replay_buffer_bytes,
         )
         # A wait for a rate-limit token was part of this request's time.
-        deadline = asyncio.get_running_loop().time() + settings.total_timeout - waited(ctx)
+        deadline = asyncio.get_running_loop().time() + settings.total_timeout - ctx.rate_limit_wait
         exchange = _Exchange(ctx, upstream, body, deadline, settings.allow_private_upstreams)
         policy = _policy(ctx, settings, body)
         response = await _with_retries(ctx, exchange, policy, jitter, reauthorize)
-        return await stream_back(ctx, response, decompressed=ctx.control.decompress)
+        await stream_back(ctx, response)
 
     return terminal
 
@@ -70,13 +67,13 @@ async def _with_retries(
     policy: RetryPolicy,
     rng: random.Random,
     reauthorize: Reauthorize | None,
-) -> aiohttp.ClientResponse:
+) -> Response:
     loop = asyncio.get_running_loop()
     attempt = 0
     reauthorized = reauthorize is None
     while True:
         started = loop.time()
-        response: aiohttp.ClientResponse | None = None
+        response: Response | None = None
         failure: UpstreamTimeout | UpstreamUnreachable | None = None
         try:
             response = await exchange.run()
@@ -90,14 +87,18 @@ async def _with_retries(
             assert reauthorize is not None
             if await _replay_after_renewal(ctx, exchange, response, reauthorize):
                 continue
-        decision = decide(
-            policy,
-            attempt,
-            response.status if response is not None else None,
-            response.headers if response is not None else None,
-            remaining=exchange.deadline - loop.time(),
-            now=time.time(),
-            rng=rng,
+        decision = (
+            EXHAUSTED  # no retry left: nothing to decide, no header to decode
+            if attempt >= policy.max_retries
+            else decide(
+                policy,
+                attempt,
+                response.status if response is not None else None,
+                response.headers if response is not None else None,
+                remaining=exchange.deadline - loop.time(),
+                now=time.time(),
+                rng=rng,
+            )
         )
         if response is not None and response.status == 429:
             ctx.outcome.rate_limit = "provider"
@@ -128,7 +129,7 @@ def _normalise_retry_after(ctx: ProxyContext, status: int, decision: RetryDecisi
 async def _replay_after_renewal(
     ctx: ProxyContext,
     exchange: _Exchange,
-    response: aiohttp.ClientResponse,
+    response: Response,
     reauthorize: Reauthorize,
 ) -> bool:
     """Renew the credentials after a 401; True when the request should be sent again."""
@@ -172,7 +173,7 @@ class _Exchange:
         self.allow_private = allow_private
         self.forward_credentials = _forward_credentials(ctx)
 
-    async def run(self) -> aiohttp.ClientResponse:
+    async def run(self) -> Response:
         request = self._first_request()
         for hops in range(MAX_REDIRECTS + 1):
             self.ctx.outcome.upstream_host = _host(request.url)
@@ -192,9 +193,9 @@ class _Exchange:
             headers = [*headers, ("Content-Length", str(self.body.length))]
         return UpstreamRequest(self.ctx.request.method, self.ctx.url, headers, self.body.data)
 
-    def _follow(
-        self, request: UpstreamRequest, response: aiohttp.ClientResponse
-    ) -> UpstreamRequest | None:
+    def _follow(self, request: UpstreamRequest, response: Response) -> UpstreamRequest | None:
+        if response.status not in REDIRECT_STATUSES:
+            return None  # the common case, decided before any header is decoded
         hop = next_hop(
             method=request.method,
             url=request.url,

@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
-
 from credentials.database import StoreUnavailable
 from credentials.refresh import (
     NeedsReauthorization,
@@ -31,11 +29,11 @@ Reauthorize = Callable[[ProxyContext], Awaitable[bool]]
 
 
 def freshen(refresher: Refresher, targets: TargetCache) -> Stage:
-    async def stage(ctx: ProxyContext, following: Next) -> web.StreamResponse:
+    async def stage(ctx: ProxyContext, following: Next) -> None:
         target = ctx.resolved
         if time.time() >= target.refresh_due_at:
             ctx.target = await _renewed(ctx, refresher, targets, target, force=False)
-        return await following(ctx)
+        await following(ctx)
 
     return stage
 

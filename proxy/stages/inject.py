@@ -13,21 +13,19 @@ query parameters are re-added, per-request headers rendered and signatures made 
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from credentials.injectors import Pairs, UnsignableRequest, render_dynamic
 from credentials.templates import request_values
 from proxy.context import ProxyContext
 from proxy.errors import InvalidCredentials, InvalidUpstreamRequest
 from proxy.headers import Header, apply_overrides, caller_header_layers
 from proxy.pipeline_types import Next, Stage
-from proxy.urls import add_query, endpoint_from_target, request_url
+from proxy.urls import add_query, endpoint_from_target, wire_url
 
 
 def inject() -> Stage:
-    async def stage(ctx: ProxyContext, following: Next) -> web.StreamResponse:
+    async def stage(ctx: ProxyContext, following: Next) -> None:
         apply_credentials(ctx)
-        return await following(ctx)
+        await following(ctx)
 
     return stage
 
@@ -52,7 +50,7 @@ def outbound_headers(ctx: ProxyContext, injected: Pairs | None = None) -> list[H
     """
     if injected is None:
         injected = injected_headers(ctx)
-    defaults, overrides = caller_header_layers(_decoded(ctx.request.raw_headers))
+    defaults, overrides = caller_header_layers(ctx.request.headers.items())
     return apply_overrides(apply_overrides(defaults, injected), overrides)
 
 
@@ -65,19 +63,13 @@ def injected_headers(ctx: ProxyContext) -> Pairs:
         headers = render_dynamic(injection, _request_values(ctx))
     if injection.signer is None:
         return headers
-    # Sign the URL exactly as it goes on the wire (the forward stage sends request_url).
-    wire_url = str(request_url(ctx.url))
+    # Sign the URL exactly as it goes on the wire (the upstream client sends wire_url).
     try:
-        signed = injection.signer(ctx.request.method, wire_url)
+        signed = injection.signer(ctx.request.method, wire_url(ctx.url))
     except UnsignableRequest as problem:
         raise InvalidUpstreamRequest(f"The upstream request cannot be signed: {problem}") from None
     # The signature is the mode's default auth header: provider templates override it.
     return tuple(apply_overrides(signed, headers))
-
-
-def _decoded(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
-    # HTTP header bytes are Latin-1 by definition (RFC 9110 §5.5); this round-trips exactly.
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
 
 
 def _request_values(ctx: ProxyContext) -> dict[str, str]:

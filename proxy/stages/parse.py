@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from aiohttp import web
 from yarl import URL
 
 from proxy import compat
@@ -27,10 +26,35 @@ _BOOLEANS = {"true": True, "false": False}
 T = TypeVar("T")
 
 
+# Callers send the same few header combinations over and over; a valid combination is
+# parsed once and then looked up. Bounded: cleared when full.
+_MAX_REMEMBERED = 4096
+_CONTROL_HEADERS = (
+    compat.CONNECTION_ID,
+    compat.PROVIDER_CONFIG_KEY,
+    compat.BASE_URL_OVERRIDE,
+    compat.RETRIES,
+    compat.RETRY_ON,
+    compat.DECOMPRESS,
+    compat.FORWARD_HEADERS_ON_REDIRECT,
+    compat.ACTIVITY_LOG_ID,
+)
+
+
 def parse() -> Stage:
-    async def stage(ctx: ProxyContext, following: Next) -> web.StreamResponse:
-        ctx.params = parse_control_headers(ctx.request.headers)
-        return await following(ctx)
+    remembered: dict[tuple[str | None, ...], ProxyParams] = {}
+
+    async def stage(ctx: ProxyContext, following: Next) -> None:
+        headers = ctx.request.headers
+        values = tuple([headers.get(name) for name in _CONTROL_HEADERS])
+        params = remembered.get(values)
+        if params is None:
+            params = parse_control_headers(headers)
+            if len(remembered) >= _MAX_REMEMBERED:
+                remembered.clear()
+            remembered[values] = params
+        ctx.params = params
+        await following(ctx)
 
     return stage
 

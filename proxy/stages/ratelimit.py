@@ -20,12 +20,11 @@ import math
 import time
 
 import redis.asyncio as redis
-from aiohttp import web
 
 from credentials.redis_client import CircuitBreaker
 from proxy import metrics
 from proxy.context import ProxyContext
-from proxy.errors import ProxyError, error_response
+from proxy.errors import ProxyError
 from proxy.pipeline_types import Next, Stage
 from proxy.settings import ProxySettings
 from ratelimit.bucket import Limit, Verdict
@@ -36,12 +35,6 @@ from ratelimit.policy import RateLimitPolicy
 from ratelimit.redis_bucket import RedisBuckets
 
 RATE_LIMITED = "rate_limited"
-
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
-"""The app's limiter (`app[RATE_LIMITER]`): `fail_open_total`, `counts`, `backend`."""
-
-RATE_LIMIT_WAIT = web.RequestKey("rate_limit_wait", float)
-"""Seconds this request waited for a token; the forward stage's deadline shrinks by it."""
 
 
 class RateLimited(ProxyError):
@@ -81,40 +74,26 @@ def rate_limiter(
 def rate_limit(limiter: RateLimiter, settings: ProxySettings) -> Stage:
     policy = limiter.policy
 
-    async def stage(ctx: ProxyContext, following: Next) -> web.StreamResponse:
+    async def stage(ctx: ProxyContext, following: Next) -> None:
         params = ctx.control
         limit = policy.limit_for(ctx.env.name, params.provider_config_key)
         if limit is None:
-            return await following(ctx)
+            await following(ctx)
+            return
         key = BucketKey(ctx.env.id, params.provider_config_key, params.connection_id)
         budget = min(policy.wait_budget(), _time_left(ctx, settings))
         verdict = await limiter.take(key, limit, max_wait=budget)
         if not verdict.allowed:
             ctx.outcome.rate_limit = "rejected"
-            return rejection(ctx, RateLimited(limit, verdict))
+            raise RateLimited(limit, verdict)
         if verdict.wait_seconds > 0:
             ctx.outcome.rate_limit = "waited"
-            ctx.request[RATE_LIMIT_WAIT] = verdict.wait_seconds
+            ctx.rate_limit_wait = verdict.wait_seconds
             # The token is reserved; this wait is the limit doing its job.
             await asyncio.sleep(verdict.wait_seconds)
-        return await following(ctx)
+        await following(ctx)
 
     return stage
-
-
-def rejection(ctx: ProxyContext, error: RateLimited) -> web.Response:
-    """The 429: the usual error answer plus the `RateLimit-*` headers."""
-    ctx.outcome.status = error.status
-    ctx.outcome.error_code = error.code
-    response = error_response(error, ctx.request_id)
-    response.headers.update(error.headers)
-    return response
-
-
-def waited(ctx: ProxyContext) -> float:
-    """Seconds the request spent waiting for a rate-limit token (0 when it did not)."""
-    seconds: float = ctx.request.get(RATE_LIMIT_WAIT, 0.0)
-    return seconds
 
 
 def _time_left(ctx: ProxyContext, settings: ProxySettings) -> float:

@@ -8,7 +8,14 @@ from typing import Any
 import orjson
 import pytest
 
-from credentials.jsonlog import REDACTED, JsonFormatter, is_secret_name
+from credentials.jsonlog import (
+    REDACTED,
+    BatchingStreamHandler,
+    JsonFormatter,
+    configure_logging,
+    is_secret_name,
+    log_flat,
+)
 
 SECRET = "sk-JSONLOG-6e5d4c3b2a19"
 
@@ -92,3 +99,59 @@ def test_too_deep_a_structure_is_replaced_whole() -> None:
 def test_message_level_and_logger_are_written() -> None:
     line = rendered()
     assert (line["message"], line["level"], line["logger"]) == ("hello x", "info", "authgate.test")
+
+
+# --- the per-request fast path ------------------------------------------------------------
+
+FLAT_FIELDS: dict[str, Any] = {
+    "request_id": "r-1",
+    "status": 200,
+    "upstream_ms": 1.5,
+    "query_keys": ["page", "?"],
+    "error": None,
+    "reauthorized": False,
+}
+
+
+@pytest.fixture
+def installed(tmp_path: Any) -> Any:
+    """configure_logging's real set-up, writing to a file; the previous set-up restored."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("INFO")
+    handler = root.handlers[0]
+    assert isinstance(handler, BatchingStreamHandler)
+    path = tmp_path / "log.jsonl"
+    with path.open("w") as stream:
+        handler.setStream(stream)
+        yield path, handler
+    root.handlers[:], _ = saved
+    root.setLevel(saved[1])
+
+
+def test_log_flat_writes_what_the_formatter_writes(installed: Any) -> None:
+    path, handler = installed
+    logger = logging.getLogger("authgate.test-flat")
+    log_flat(logger, "proxy", dict(FLAT_FIELDS))
+    logger.info("proxy", extra=dict(FLAT_FIELDS))
+    handler.flush()
+    fast, slow = (orjson.loads(line) for line in path.read_text().splitlines())
+    assert fast.pop("time") == pytest.approx(slow.pop("time"), abs=1)
+    assert list(fast.items()) == list(slow.items())
+
+
+def test_log_flat_goes_through_logging_when_the_set_up_is_not_plain(
+    installed: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger("authgate.test-flat")
+    with caplog.at_level(logging.INFO):
+        log_flat(logger, "proxy", dict(FLAT_FIELDS))
+    assert [record.getMessage() for record in caplog.records] == ["proxy"]
+    assert caplog.records[0].__dict__["request_id"] == "r-1"
+
+
+def test_no_access_field_name_looks_secret() -> None:
+    """log_flat skips redaction; that is safe only while no access field is secret-named."""
+    from proxy.access_log import ACCESS_FIELD_NAMES
+
+    assert [name for name in ACCESS_FIELD_NAMES if is_secret_name(name)] == []

@@ -17,8 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from authgate.serving import build_serve_app
+from authgate.serving import Running, start_serve
+from credentials.runtime import CoreServices
 from management.settings import ManagementSettings
+from proxy.app import DataPlane
 from proxy.settings import ProxySettings
 from tests.e2e.fake_provider import FakeProvider
 from tests.support import database_urls
@@ -69,7 +71,21 @@ class Authgate:
     provider_port: int
     data_dir: Path
     environ: dict[str, str]
-    app: web.Application
+    running: Running
+
+    @property
+    def app(self) -> web.Application:
+        assert self.running.app is not None
+        return self.running.app
+
+    @property
+    def core(self) -> CoreServices:
+        return self.running.core
+
+    @property
+    def plane(self) -> DataPlane:
+        assert self.running.plane is not None
+        return self.running.plane
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.secret_key}"}
@@ -148,6 +164,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 @pytest.fixture
 async def make_authgate(tmp_path: Path, database_url: str) -> AsyncIterator[Factory]:
     servers: list[TestServer] = []
+    gates: list[Running] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def start(share: Authgate | None = None, **overrides: str) -> Authgate:
@@ -161,29 +178,29 @@ async def make_authgate(tmp_path: Path, database_url: str) -> AsyncIterator[Fact
             if share is not None
             else settings_env(tmp_path, database_url, **overrides)
         )
-        app = await build_serve_app(
-            ProxySettings.from_env(environ), ManagementSettings.from_env(environ)
+        running = await start_serve(
+            ProxySettings.from_env(environ), ManagementSettings.from_env(environ), port=0
         )
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
+        gates.append(running)
         session = aiohttp.ClientSession(auto_decompress=False)
         sessions.append(session)
         assert provider_server.port is not None
         return Authgate(
-            url=server.make_url("/"),
+            url=URL(f"http://127.0.0.1:{running.port}/"),
             secret_key=environ["AUTHGATE_SECRET_KEY"],
             session=session,
             provider=provider,
             provider_port=provider_server.port,
             data_dir=tmp_path,
             environ=environ,
-            app=app,
+            running=running,
         )
 
     yield start
     for session in sessions:
         await session.close()
+    for gate in reversed(gates):
+        await gate.close()
     for server in reversed(servers):
         await server.close()
 

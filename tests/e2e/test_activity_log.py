@@ -15,14 +15,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
-from authgate.serving import build_management_app, build_proxy_app, build_serve_app
+from authgate.serving import build_management_app, start_proxy, start_serve
 from credentials.activity import ActivityLog
 from credentials.config import ConfigError
 from credentials.secret_keys import generate_secret_key, hash_secret_key
 from management.request_context import CORE
 from management.settings import ManagementSettings
-from proxy.access_log import ACTIVITY
 from proxy.compat import REQUEST_ID_HEADER
 from proxy.settings import ProxySettings
 from tests.e2e.conftest import Authgate, Factory, json_of, ok_handler, settings_env
@@ -46,7 +46,9 @@ async def gate(authgate: Authgate) -> Authgate:
 
 
 def writer(authgate: Authgate) -> ActivityLog:
-    return authgate.app[ACTIVITY]
+    activity = authgate.plane.activity
+    assert activity is not None
+    return activity
 
 
 async def call(
@@ -277,7 +279,7 @@ async def test_disabled_activity_log_records_nothing(
 ) -> None:
     monkeypatch.setenv("AUTHGATE_ACTIVITY_LOG", "false")
     gate = await prepared(await make_authgate())
-    assert ACTIVITY not in gate.app
+    assert gate.plane.activity is None
     await call(gate)
     status, body = await activity(gate)
     assert (status, body["activities"]) == (200, [])
@@ -289,7 +291,9 @@ async def test_an_invalid_setting_stops_the_start(
     monkeypatch.setenv("AUTHGATE_ACTIVITY_RETENTION_DAYS", "0")
     environ = settings_env(tmp_path, f"sqlite:///{tmp_path / 'bad.db'}")
     with pytest.raises(ConfigError) as problem:
-        await build_serve_app(ProxySettings.from_env(environ), ManagementSettings.from_env(environ))
+        await start_serve(
+            ProxySettings.from_env(environ), ManagementSettings.from_env(environ), port=0
+        )
     assert problem.value.variable == "AUTHGATE_ACTIVITY_RETENTION_DAYS"
 
 
@@ -315,12 +319,11 @@ async def test_shutdown_writes_what_is_queued(tmp_path: Path, database_url: str)
 @dataclass
 class _Served:
     authgate: Authgate
-    server: TestServer
     provider: TestServer
 
     async def close(self) -> None:
         await self.authgate.session.close()
-        await self.server.close()
+        await self.authgate.running.close()
         await self.provider.close()
 
 
@@ -328,34 +331,33 @@ async def _serve(environ: dict[str, str]) -> _Served:
     provider = FakeProvider()
     provider_server = TestServer(provider.app, host="127.0.0.1")
     await provider_server.start_server()
-    app = await build_serve_app(
-        ProxySettings.from_env(environ), ManagementSettings.from_env(environ)
+    running = await start_serve(
+        ProxySettings.from_env(environ), ManagementSettings.from_env(environ), port=0
     )
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
     assert provider_server.port is not None
     gate = Authgate(
-        url=server.make_url("/"),
+        url=URL(f"http://127.0.0.1:{running.port}/"),
         secret_key=environ["AUTHGATE_SECRET_KEY"],
         session=aiohttp.ClientSession(),
         provider=provider,
         provider_port=provider_server.port,
         data_dir=Path(environ["AUTHGATE_DATA_DIR"]),
         environ=environ,
-        app=app,
+        running=running,
     )
-    return _Served(gate, server, provider_server)
+    return _Served(gate, provider_server)
 
 
 async def test_only_processes_that_proxy_run_a_writer(tmp_path: Path) -> None:
     environ = settings_env(tmp_path, f"sqlite:///{tmp_path / 'roles.db'}")
-    proxy_app = await build_proxy_app(ProxySettings.from_env(environ))
+    proxy = await start_proxy(ProxySettings.from_env(environ), port=0)
     management_app = await build_management_app(ManagementSettings.from_env(environ))
     try:
-        assert isinstance(proxy_app[ACTIVITY], ActivityLog)
-        assert ACTIVITY not in management_app
+        assert proxy.plane is not None
+        assert isinstance(proxy.plane.activity, ActivityLog)
+        assert not any(isinstance(value, ActivityLog) for value in management_app.values())
     finally:
-        for app in (proxy_app, management_app):
-            runner = web.AppRunner(app)  # setup and cleanup run the app's whole lifetime
-            await runner.setup()
-            await runner.cleanup()
+        await proxy.close()
+        runner = web.AppRunner(management_app)  # setup and cleanup run its whole lifetime
+        await runner.setup()
+        await runner.cleanup()

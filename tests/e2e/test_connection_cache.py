@@ -12,7 +12,6 @@ import redis.asyncio as redis
 from credentials.connection_cache import ConnectionCache, ConnectionKey
 from credentials.redis_client import open_redis
 from credentials.store import ChangeEvent
-from proxy.app import CORE
 from tests.e2e.conftest import Authgate, Factory
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -57,7 +56,7 @@ class ConnectionEvents:
 
 
 def cache_of(instance: Authgate) -> ConnectionCache:
-    cache = instance.app[CORE].connection_cache
+    cache = instance.core.connection_cache
     assert cache is not None, "REDIS_URL is set, so the shared tier must be wired"
     return cache
 
@@ -69,17 +68,17 @@ async def _pair(
     first = await make_authgate(REDIS_URL=REDIS_URL, AUTHGATE_REDIS_PREFIX=prefix)
     second = await make_authgate(share=first)
     for instance in (first, second):
-        bridge = instance.app[CORE].bridge
+        bridge = instance.core.bridge
         assert bridge is not None
         await asyncio.wait_for(bridge.subscribed.wait(), timeout=10)
     events = ConnectionEvents()
-    second.app[CORE].changes.subscribe(events.on_change, reset=events.reset)
+    second.core.changes.subscribe(events.on_change, reset=events.reset)
     await first.integration("oauth", "fake-oauth")
     await first.connection("oauth", "conn-1", {"type": "OAUTH2", "access_token": TOKEN_1})
     await events.reach(1)
     # The writes' tombstones are on their way; until they land the writer skips the tier.
     await cache_of(first).drain()
-    environment = await first.app[CORE].store.get_environment("dev")
+    environment = await first.core.store.get_environment("dev")
     assert environment is not None
     return first, second, (environment.id, "oauth", "conn-1"), events
 

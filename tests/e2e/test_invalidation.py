@@ -7,7 +7,6 @@ import uuid
 
 from credentials.secret_keys import hash_secret_key
 from credentials.store import ChangeEvent
-from proxy.app import CORE
 from tests.e2e.conftest import Authgate, Factory
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -45,11 +44,11 @@ async def _pair(make_authgate: Factory) -> tuple[Authgate, Authgate, Arrivals]:
     first = await make_authgate(REDIS_URL=REDIS_URL, AUTHGATE_REDIS_PREFIX=prefix)
     second = await make_authgate(share=first)
     for instance in (first, second):
-        bridge = instance.app[CORE].bridge
+        bridge = instance.core.bridge
         assert bridge is not None
         await asyncio.wait_for(bridge.subscribed.wait(), timeout=10)
     arrivals = Arrivals()
-    second.app[CORE].changes.subscribe(arrivals.on_change, reset=arrivals.reset)
+    second.core.changes.subscribe(arrivals.on_change, reset=arrivals.reset)
     await first.integration("oauth", "fake-oauth")
     await first.connection("oauth", "conn-1", {"type": "OAUTH2", "access_token": "token-1"})
     # Consume the set-up's own events, so each test waits for the one its action causes.
@@ -71,7 +70,7 @@ async def test_a_new_token_written_elsewhere_is_used_at_once(make_authgate: Fact
 async def test_a_deleted_connection_is_gone_everywhere(make_authgate: Factory) -> None:
     first, second, arrivals = await _pair(make_authgate)
     assert (await second.proxy("GET", "/proxy/a")).status == 200
-    core = first.app[CORE]
+    core = first.core
     environment = await core.store.get_environment("dev")
     assert environment is not None
     assert await core.store.delete_connection(environment.id, "oauth", "conn-1")
@@ -82,7 +81,7 @@ async def test_a_deleted_connection_is_gone_everywhere(make_authgate: Factory) -
 async def test_a_revoked_key_stops_working_everywhere(make_authgate: Factory) -> None:
     first, second, arrivals = await _pair(make_authgate)
     assert (await second.proxy("GET", "/proxy/a")).status == 200
-    assert await first.app[CORE].store.revoke_secret_key(hash_secret_key(first.secret_key))
+    assert await first.core.store.revoke_secret_key(hash_secret_key(first.secret_key))
     await arrivals.kind("secret_key")
     response = await second.proxy("GET", "/proxy/b")
     assert response.status == 401

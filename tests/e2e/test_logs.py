@@ -27,6 +27,7 @@ from yarl import URL
 
 from credentials.expiry import iso_expiry
 from credentials.jsonlog import JsonFormatter
+from proxy.access_log import ACCESS_FIELD_NAMES
 from proxy.compat import REQUEST_ID_HEADER
 from proxy.headers import caller_header_layers
 from tests.e2e.conftest import Authgate, Factory, json_of, ok_handler
@@ -127,6 +128,8 @@ class Logs:
         assert len(lines) == 1, lines
         line = lines[0]
         assert set(line) >= ACCESS_FIELDS, line
+        # The fast path (jsonlog.log_flat) relies on this list naming every field.
+        assert set(line) - {"time", "level", "logger", "message"} == set(ACCESS_FIELD_NAMES)
         assert line["logger"] == "authgate.access"
         assert line["level"] == "info"
         return line

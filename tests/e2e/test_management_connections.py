@@ -18,7 +18,6 @@ import pytest
 from yarl import URL
 
 from credentials.models import Environment
-from proxy.app import CORE
 from tests.e2e.conftest import Authgate, json_of
 from tests.e2e.management_calls import CONNECTION_FIELDS, NO_BODY, assert_error
 from tests.e2e.management_calls import call as shared_call
@@ -131,7 +130,7 @@ async def oauth_connection(authgate: Authgate, connection_id: str = "conn-1", **
     """Integration `oauth` with a connection holding ORIGINAL_TOKEN (and a refresh token),
     already read once by the proxy so its cache is warm."""
     env = await environment(authgate)
-    if await authgate.app[CORE].store.get_integration(env.id, "oauth") is None:
+    if await authgate.core.store.get_integration(env.id, "oauth") is None:
         await authgate.integration("oauth", "fake-oauth")
     credentials = {"type": "OAUTH2", "access_token": ORIGINAL_TOKEN, "refresh_token": "rt-1"}
     await authgate.connection("oauth", connection_id, credentials, **extra)
@@ -139,7 +138,7 @@ async def oauth_connection(authgate: Authgate, connection_id: str = "conn-1", **
 
 
 async def environment(authgate: Authgate) -> Environment:
-    found = await authgate.app[CORE].store.get_environment("dev")
+    found = await authgate.core.store.get_environment("dev")
     assert found is not None
     return found
 
@@ -216,7 +215,7 @@ async def test_list_filters(authgate: Authgate) -> None:
     await authgate.connection(
         "other", "lonely", {"type": "BASIC", "username": "u", "password": "p"}
     )
-    store = authgate.app[CORE].store
+    store = authgate.core.store
     env = await environment(authgate)
     organization = {"id": "org-9", "display_name": "Acme"}
     await store.update_connection_fields(
@@ -330,7 +329,7 @@ async def test_without_a_limit_the_list_is_not_capped_at_the_explicit_maximum(
     """Nango's default page is 10000 although an explicit limit stops at 2000."""
     await authgate.integration("oauth", "fake-oauth")
     env = await environment(authgate)
-    store = authgate.app[CORE].store
+    store = authgate.core.store
     integration = await store.get_integration(env.id, "oauth")
     assert integration is not None
     # Seeded in SQL for speed; listing never decrypts credentials.
@@ -693,7 +692,7 @@ async def test_patch_keeps_a_different_linked_end_user(authgate: Authgate) -> No
     assert connection["end_user"]["email"] == "first@example.com"
     assert connection["tags"] == {"end_user_id": "second"}
     # The same end user is updated in place, and keeps its organization.
-    store = authgate.app[CORE].store
+    store = authgate.core.store
     env = await environment(authgate)
     linked = {"id": "first", "organization": {"id": "org-1", "display_name": "Org"}}
     await store.update_connection_fields(env.id, "oauth", "conn-1", end_user=linked)

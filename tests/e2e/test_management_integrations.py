@@ -12,7 +12,6 @@ import pytest
 
 from credentials.models import Integration
 from credentials.secret_keys import generate_secret_key, hash_secret_key
-from management.request_context import CORE
 from tests.e2e.conftest import TEST_PROVIDERS, Authgate, Factory
 from tests.e2e.management_calls import assert_error, assert_issue, call
 
@@ -108,7 +107,7 @@ async def patch(gate: Authgate, unique_key: str, body: Any) -> tuple[int, Any]:
 
 
 async def stored(gate: Authgate, unique_key: str) -> Integration | None:
-    core = gate.app[CORE]
+    core = gate.core
     environment = await core.store.get_environment("dev")
     assert environment is not None
     return await core.store.get_integration(environment.id, unique_key)
@@ -142,7 +141,7 @@ async def proxied_api_key(gate: Authgate, unique_key: str, connection_id: str) -
 
 
 async def other_environment_key(gate: Authgate) -> str:
-    core = gate.app[CORE]
+    core = gate.core
     environment = await core.store.create_environment(f"other-{uuid.uuid4().hex[:8]}")
     key = generate_secret_key()
     await core.store.add_secret_key(environment.id, hash_secret_key(key), "test")
@@ -789,7 +788,7 @@ async def test_rename_is_seen_by_the_proxy_at_once(gate: Authgate) -> None:
     await create(gate, "old", "fake-api-key")
     await import_connection(gate, "old", "conn-1", "key-1")
     assert await proxied_api_key(gate, "old", "conn-1") == "key-1"  # the proxy caches it
-    core = gate.app[CORE]
+    core = gate.core
     environment = await core.store.get_environment("dev")
     assert environment is not None
     assert await core.store.delete_connection(environment.id, "old", "conn-1")

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from authgate.serving import build_management_app, build_proxy_app
+from authgate.serving import build_management_app, start_proxy
 from credentials.expiry import iso_expiry
 from credentials.tasks import spawn
 from management.settings import ManagementSettings
@@ -291,29 +291,33 @@ async def _poll(gate: Authgate, condition: Callable[[Samples], bool]) -> Samples
     raise AssertionError("the metrics never showed the expected state")
 
 
-Builder = Callable[[dict[str, str]], Awaitable[web.Application]]
+Role = Callable[[dict[str, str]], Awaitable[tuple[URL, Callable[[], Awaitable[None]]]]]
 
 
-async def _proxy_only(environ: dict[str, str]) -> web.Application:
-    return await build_proxy_app(ProxySettings.from_env(environ))
+async def _proxy_only(environ: dict[str, str]) -> tuple[URL, Callable[[], Awaitable[None]]]:
+    running = await start_proxy(ProxySettings.from_env(environ), port=0)
+    return URL(f"http://127.0.0.1:{running.port}/"), running.close
 
 
-async def _management_only(environ: dict[str, str]) -> web.Application:
-    return await build_management_app(ManagementSettings.from_env(environ))
+async def _management_only(environ: dict[str, str]) -> tuple[URL, Callable[[], Awaitable[None]]]:
+    server = TestServer(
+        await build_management_app(ManagementSettings.from_env(environ)), host="127.0.0.1"
+    )
+    await server.start_server()
+    return server.make_url("/"), server.close
 
 
 @pytest.mark.parametrize("build", [_proxy_only, _management_only], ids=["proxy", "management"])
 async def test_every_role_serves_metrics_without_authentication(
-    build: Builder, tmp_path: Path
+    build: Role, tmp_path: Path
 ) -> None:
     environ = settings_env(tmp_path, f"sqlite:///{tmp_path / 'roles.db'}")
-    server = TestServer(await build(environ), host="127.0.0.1")
-    await server.start_server()
+    url, close = await build(environ)
     try:
         async with aiohttp.ClientSession() as session:
-            text = await scrape_text(session, server.make_url("/"))
+            text = await scrape_text(session, url)
     finally:
-        await server.close()
+        await close()
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {"authgate_proxy_requests", "authgate_store_errors"} <= names
     assert environ["AUTHGATE_SECRET_KEY"] not in text

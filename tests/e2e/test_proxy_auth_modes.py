@@ -21,7 +21,6 @@ import pytest
 
 from credentials.expiry import iso_expiry, stored_expiry
 from credentials.models import Connection
-from proxy.app import CORE
 from tests.e2e.conftest import Authgate, Factory, json_of
 from tests.e2e.mode_fakes import (
     CC_AUDIENCE,
@@ -222,7 +221,7 @@ async def seed(
     the app itself uses. The store's change event reaches the app's caches as for any
     other write.
     """
-    core = gate.app[CORE]
+    core = gate.core
     environment = await core.keys.environment_for(gate.secret_key)
     assert environment is not None
     integration = await core.store.get_integration(environment.id, key)
@@ -237,7 +236,7 @@ async def seed(
 
 
 async def stored(gate: Authgate, key: str, connection_id: str) -> Connection:
-    core = gate.app[CORE]
+    core = gate.core
     environment = await core.keys.environment_for(gate.secret_key)
     assert environment is not None
     connection = await core.store.get_connection(environment.id, key, connection_id)

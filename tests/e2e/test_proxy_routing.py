@@ -21,3 +21,11 @@ async def test_a_target_with_an_encoded_line_break_reaches_the_pipeline(
     assert response.status == 404, await response.text()
     assert response.headers["X-Authgate-Error"] == "unknown_connection"
     assert (await json_of(response))["error"]["code"] == "unknown_connection"
+
+
+async def test_a_target_beside_the_prefix_is_a_clear_error(authgate: Authgate) -> None:
+    await authgate.integration("oauth", "fake-oauth")
+    await authgate.connection("oauth", "conn-1", {"type": "OAUTH2", "access_token": "at-1"})
+    response = await authgate.proxy("GET", "/proxy%2Fusers", connection_id="conn-1")
+    assert response.status == 400, await response.text()
+    assert (await json_of(response))["error"]["code"] == "invalid_request"

@@ -21,7 +21,6 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from credentials.redis_client import open_redis
-from proxy.stages.ratelimit import RATE_LIMITER
 from tests.credentials.private_redis import PrivateRedis
 from tests.e2e.conftest import Authgate, Factory
 
@@ -81,7 +80,7 @@ async def test_an_empty_bucket_answers_authgates_own_429(make_authgate: Factory)
     assert error["code"] == "rate_limited"
     assert "authgate" in error["message"]
     assert len(authgate.provider.received) == 2, "a limited call never reaches the provider"
-    assert authgate.app[RATE_LIMITER].counts == {"allowed": 2, "rejected": 1}
+    assert authgate.plane.rate_limiter.counts == {"allowed": 2, "rejected": 1}
 
 
 async def test_every_connection_has_its_own_bucket(make_authgate: Factory) -> None:
@@ -100,8 +99,8 @@ async def test_without_configuration_nothing_is_limited(make_authgate: Factory) 
     await _ready(authgate, "conn-1")
     statuses = [(await _call(authgate))[0] for _ in range(30)]
     assert statuses == [200] * 30
-    assert not authgate.app[RATE_LIMITER].enabled
-    assert authgate.app[RATE_LIMITER].counts.total() == 0
+    assert not authgate.plane.rate_limiter.enabled
+    assert authgate.plane.rate_limiter.counts.total() == 0
 
 
 async def test_overrides_per_integration_and_per_environment(
@@ -135,7 +134,7 @@ async def test_wait_mode_waits_for_the_next_token_then_forwards(make_authgate: F
     arrivals = record_arrivals(authgate)
     results = await asyncio.gather(*(_call(authgate) for _ in range(4)))
     assert [status for status, _, _ in results] == [200] * 4
-    assert authgate.app[RATE_LIMITER].counts == {"allowed": 1, "waited": 3}
+    assert authgate.plane.rate_limiter.counts == {"allowed": 1, "waited": 3}
     # Tokens come every 200 ms, so the provider saw the four calls spread over at
     # least 600 ms (the waits are reservations: never early, however they interleave).
     assert max(arrivals) - min(arrivals) >= 0.6 - CLOCK_SLACK
@@ -221,7 +220,7 @@ async def test_time_spent_waiting_for_a_token_is_taken_from_the_deadline(
     assert (response.status, response.headers["Retry-After"]) == (429, "1")
     assert "X-Authgate-Error" not in response.headers
     assert calls == 2
-    assert authgate.app[RATE_LIMITER].counts["waited"] == 1
+    assert authgate.plane.rate_limiter.counts["waited"] == 1
 
 
 # --- two processes, one limit ------------------------------------------------------------
@@ -276,9 +275,9 @@ async def test_two_processes_sharing_redis_share_one_limit(
     floor = burst + rate * (last_refusal - first_answer) / 2 - 1
     assert floor <= len(allowed) <= ceiling, (floor, len(allowed), ceiling, len(calls))
     # Each process alone would have allowed about this many again.
-    assert first.app[RATE_LIMITER].counts["allowed"] > 0
-    assert second.app[RATE_LIMITER].counts["allowed"] > 0
-    assert first.app[RATE_LIMITER].backend == "redis"
+    assert first.plane.rate_limiter.counts["allowed"] > 0
+    assert second.plane.rate_limiter.counts["allowed"] > 0
+    assert first.plane.rate_limiter.backend == "redis"
     assert len(await shared_redis.keys(f"{prefix}:rl:*")) == 1
 
 
@@ -302,7 +301,7 @@ async def test_with_redis_stopped_requests_pass_and_are_counted(
         REDIS_URL=private_redis.url, AUTHGATE_RATE_LIMIT="1/h", AUTHGATE_RATE_LIMIT_BURST="1"
     )
     await _ready(authgate, "conn-1")
-    limiter = authgate.app[RATE_LIMITER]
+    limiter = authgate.plane.rate_limiter
     assert (await _call(authgate))[0] == 200
     assert (await _call(authgate))[0] == 429
     assert limiter.fail_open_total == 0

@@ -20,7 +20,9 @@ from loadtest.processes import (
     find_tool,
     free_port,
     group_cpu_seconds,
+    group_rss_bytes,
     parse_proc_stat,
+    parse_vm_rss_bytes,
     stop_stray_children,
     tool_version,
     wait_until_up,
@@ -149,3 +151,53 @@ def test_group_cpu_counts_this_process() -> None:
 def test_group_cpu_of_an_empty_group_is_zero() -> None:
     with open("/proc/sys/kernel/pid_max") as pid_max:
         assert group_cpu_seconds(int(pid_max.read()) + 1) == 0.0
+
+
+# A /proc-like tree: pid -> (process group, status text). 12 is a kernel thread (no VmRSS).
+_FAKE_PROC = {
+    10: (77, "Name:\tnginx\nVmPeak:\t  9000 kB\nVmRSS:\t    1000 kB\nThreads:\t1\n"),
+    11: (77, "Name:\tnginx\nVmRSS:\t      24 kB\n"),
+    12: (77, "Name:\tkworker\nThreads:\t1\n"),
+    13: (78, "Name:\tother\nVmRSS:\t  500000 kB\n"),
+}
+
+
+def _stat_line(pid: int, pgrp: int) -> str:
+    return f"{pid} (x) S 1 {pgrp} {pgrp} 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 9 0 0\n"
+
+
+def _fake_proc(root: Path) -> Path:
+    for pid, (pgrp, status) in _FAKE_PROC.items():
+        (root / str(pid)).mkdir()
+        (root / str(pid) / "stat").write_text(_stat_line(pid, pgrp))
+        (root / str(pid) / "status").write_text(status)
+    (root / "self").mkdir()  # not a pid: ignored
+    (root / "14").mkdir()  # a process that ended, its files gone: ignored
+    return root
+
+
+def test_vm_rss_is_read_in_kib() -> None:
+    assert parse_vm_rss_bytes(_FAKE_PROC[10][1]) == 1000 * 1024
+
+
+def test_a_process_without_vm_rss_counts_zero() -> None:
+    assert parse_vm_rss_bytes(_FAKE_PROC[12][1]) == 0
+
+
+def test_group_rss_sums_the_group_only(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path)
+    assert group_rss_bytes(77, proc) == (1000 + 24) * 1024
+    assert group_rss_bytes(78, proc) == 500000 * 1024
+    assert group_rss_bytes(79, proc) == 0
+
+
+def test_group_cpu_reads_the_given_proc_tree(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path)
+    assert group_cpu_seconds(77, proc) == pytest.approx(3 * 7 / os.sysconf("SC_CLK_TCK"))
+
+
+def test_group_rss_counts_this_process() -> None:
+    own = parse_vm_rss_bytes(Path("/proc/self/status").read_text())
+    assert own > 1024 * 1024
+    # Other processes may share our group (a shell pipeline, pytest-xdist's workers).
+    assert group_rss_bytes(os.getpgrp()) >= own * 0.9

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import astuple
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from pytest_aiohttp import AiohttpRawServer
 
 from loadtest.fake_provider import handle
 from loadtest.processes import BenchError, free_port
-from loadtest.wrk import WrkResult, parse_latency_ms, parse_wrk_output, run_wrk, wrk_command
+from loadtest.wrk import (
+    WrkResult,
+    lua_string,
+    parse_latency_ms,
+    parse_wrk_output,
+    request_script,
+    run_wrk,
+    wrk_command,
+)
 
 SAMPLES = Path(__file__).with_name("wrk_samples")
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
@@ -118,3 +128,61 @@ async def test_run_wrk_measures_a_real_server(aiohttp_raw_server: AiohttpRawServ
     assert ok.errors == 0
     assert 0 < ok.p50_ms <= ok.p99_ms
     assert failing.non_2xx == failing.requests > 0
+
+
+@pytest.mark.parametrize(
+    ("data", "literal"),
+    [
+        (b"", '""'),
+        (b'{"a": [1, 2]}', '"{\\"a\\": [1, 2]}"'),
+        (b"back\\slash", '"back\\\\slash"'),
+        # Always three digits, so a digit after an escape is not read as part of it.
+        (b"\n1", '"\\0101"'),
+        (b"\x00\x7f\xff", '"\\000\\127\\255"'),
+    ],
+)
+def test_lua_string_escapes(data: bytes, literal: str) -> None:
+    assert lua_string(data) == literal
+
+
+def test_request_script_sets_method_body_and_content_type() -> None:
+    assert request_script("POST", b'{"x":1}', "application/json").splitlines() == [
+        'wrk.method = "POST"',
+        'wrk.body = "{\\"x\\":1}"',
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
+
+
+def test_command_passes_the_script_before_the_url() -> None:
+    command = wrk_command("http://h/x", 1, 3, (("A", "b"),), None, Path("/tmp/post.lua"))
+    assert command[5:] == ["-s", "/tmp/post.lua", "-H", "A: b", "http://h/x"]
+
+
+# Every byte value, then a 64 KiB run: what arrives must be exactly this.
+SCRIPT_BODY = bytes(range(256)) + b"0123456789" * 6554
+
+
+def body_checker(expected: bytes) -> Callable[[web.BaseRequest], Awaitable[web.Response]]:
+    async def check(request: web.BaseRequest) -> web.Response:
+        body = await request.read()
+        kind = request.headers.get("Content-Type")
+        if request.method != "POST" or kind != "application/x-bench" or body != expected:
+            return web.Response(status=400)
+        return web.Response(body=b"ok")
+
+    return check
+
+
+@needs_wrk
+@pytest.mark.parametrize(("expected", "bad"), [(SCRIPT_BODY, 0), (SCRIPT_BODY[:-1], 1)])
+async def test_a_script_sends_its_body_byte_for_byte(
+    aiohttp_raw_server: AiohttpRawServer, tmp_path: Path, expected: bytes, bad: int
+) -> None:
+    script = tmp_path / "post.lua"
+    script.write_text(request_script("POST", SCRIPT_BODY, "application/x-bench"))
+    server = await aiohttp_raw_server(body_checker(expected))
+    url = str(server.make_url("/upload"))
+    result = await asyncio.to_thread(run_wrk, url, 2, 1, (), None, script)
+    assert result.requests > 0
+    # The second case expects a different body: every request must then be refused.
+    assert result.non_2xx == bad * result.requests

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
-from aiohttp.test_utils import make_mocked_request
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +28,7 @@ from credentials.redis_client import open_redis
 from credentials.store import ChangeEvent, SqlStore, open_store
 from proxy import metrics
 from proxy.context import ProxyContext, ProxyParams
+from proxy.http.server import HttpServer, Reply, Request
 from tests.credentials.private_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +37,7 @@ POLL_ATTEMPTS = 200
 
 
 def value(name: str, **labels: str) -> float:
+    metrics.refresh_gauges()  # sampled gauges (in flight) are copied when read
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
@@ -75,12 +76,13 @@ def test_caller_controlled_values_map_onto_fixed_sets() -> None:
     assert metrics.error_label("Not A Code /x") == "other"
 
 
-def test_a_request_never_labels_its_connection_path_or_made_up_integration() -> None:
+async def test_a_request_never_labels_its_connection_path_or_made_up_integration() -> None:
     """The label-cardinality rule: the integration is named only once it was found."""
     tag = uuid.uuid4().hex[:12]
     connection_id, integration, path = f"conn-{tag}", f"made-up-{tag}", f"/proxy/items-{tag}"
-    request = make_mocked_request("BREW", f"{path}?q={tag}")
-    ctx = ProxyContext(request=request, request_id="r1", started=time.perf_counter())
+    # PURGE: a method the HTTP parser accepts but the method label does not list.
+    request, reply = await received("PURGE", f"{path}?q={tag}")
+    ctx = ProxyContext(request, reply, request_id="r1", started=time.perf_counter())
     ctx.params = ProxyParams(connection_id=connection_id, provider_config_key=integration)
     ctx.outcome.status = 404
     ctx.outcome.error_code = "unknown_connection"
@@ -97,6 +99,27 @@ def test_a_request_never_labels_its_connection_path_or_made_up_integration() -> 
     assert after - before == 1
     assert value("authgate_proxy_retries_total", integration="", reason="other") == odd_retries + 1
     assert [label for label in every_label_value(metrics.render().decode()) if tag in label] == []
+
+
+async def received(method: str, target: str) -> tuple[Request, Reply]:
+    """A real inbound request, as the server hands it to a handler, held open."""
+    arrived: asyncio.Future[tuple[Request, Reply]] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def hold(request: Request, reply: Reply) -> None:
+        arrived.set_result((request, reply))
+        await done.wait()
+
+    server = HttpServer(hold)
+    await server.start("127.0.0.1", 0)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    try:
+        return await asyncio.wait_for(arrived, 10)
+    finally:
+        done.set()
+        writer.close()
+        await server.close()
 
 
 def test_refresh_reports_become_attempts_outcomes_and_reasons() -> None:
@@ -307,6 +330,7 @@ from proxy import metrics
 metrics.PROXY_REQUESTS.labels("dev", "shared", "GET", "2xx", "").inc()
 metrics.PROXY_OVERHEAD.labels("shared", "false").observe(0.002)
 metrics.request_started()
+metrics.refresh_gauges()  # what the worker's next sample (or scrape) does
 metrics.MetricsObserver().redis_error("lock")
 print(os.getpid())
 """
