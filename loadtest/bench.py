@@ -395,7 +395,9 @@ def start_authgate(
 def start_targets(stack: ExitStack, args: argparse.Namespace, workdir: Path) -> list[Target]:
     # Before anything starts: a command that cannot be derived is a usage error.
     commands = None if args.skip_authgate else authgate_commands(args)
-    nginx = find_tool("nginx", "nginx-light")
+    # Installed from Debian's packages when missing (as root), as the README says.
+    nginx = find_tool("nginx", "nginx-light", install=True)
+    find_tool("wrk", "wrk", install=True)
     upstream = start_upstream(stack, nginx, workdir)
     targets = [upstream, start_nginx_proxy(stack, nginx, workdir, upstream)]
     if not args.skip_yardstick:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -77,11 +78,27 @@ def free_port() -> int:
         return port
 
 
-def find_tool(name: str, package: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+def find_tool(name: str, package: str, *, install: bool = False) -> str:
+    """The path of `name`; with `install`, Debian's `package` is installed first when
+    `name` is missing and apt-get can be run (as root)."""
+    found = _which(name)
+    if found is None and install and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"bench: installing {package} (apt-get)", file=sys.stderr, flush=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", package],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+        found = _which(name)
     if found is None:
         raise BenchError(f"{name} not found; install it with: apt-get install -y {package}")
     return found
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
 def tool_version(command: Sequence[str]) -> str:
