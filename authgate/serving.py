@@ -175,6 +175,9 @@ async def _serve_until_stopped(
     # process: moved out of the collector's sight, a full collection under load scans
     # only what requests create. Measured: p99 at 32 connections ~20 ms -> ~6 ms.
     gc.freeze()
+    # Requests allocate many short-lived objects; collecting the youngest generation
+    # every 700 allocations costs ~5 µs a request, every 50,000 almost nothing.
+    gc.set_threshold(50_000, 20, 100)
     say(f"{role} ready on http://{proxy.host}:{running.port}")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
