@@ -24,6 +24,16 @@ class SecretKeyResolver:
         self._unknown: LocalCache[bytes, bool] = LocalCache(UNKNOWN_KEY_TTL, max_entries=10_000)
         self._generation = 0
 
+    def known_environment(self, secret_key: str) -> Environment | None:
+        """The environment of a key this process has already seen, without I/O; None
+        when the key is not in the cache (unknown, or not looked up yet)."""
+        key_hash = hash_secret_key(secret_key)
+        cached = self._known.get(key_hash)
+        if cached is None:
+            return None
+        stored_hash, environment = cached
+        return environment if hmac.compare_digest(stored_hash, key_hash) else None
+
     async def environment_for(self, secret_key: str) -> Environment | None:
         key_hash = hash_secret_key(secret_key)
         cached = self._known.get(key_hash)

@@ -15,12 +15,12 @@ from proxy.access_log import log_request
 from proxy.context import ProxyContext
 from proxy.errors import ProxyError, StoreUnreachable, error_answer
 from proxy.http.server import ClientDisconnected, Handler, Reply, Request
-from proxy.pipeline_types import Next
+from proxy.pipeline_types import Terminal
 
 log = logging.getLogger("authgate.proxy")
 
 
-def proxy_handler(pipeline: Next, activity: ActivityLog | None = None) -> Handler:
+def proxy_handler(pipeline: Terminal, activity: ActivityLog | None = None) -> Handler:
     next_request_id = request_ids()
 
     async def handle(request: Request, reply: Reply) -> None:

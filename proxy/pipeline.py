@@ -1,20 +1,21 @@
 """The proxy pipeline: every proxied request goes through this one ordered list.
 
-Each stage has the shape of a middleware: it gets the context and the rest of the
-pipeline, and either answers by raising a `ProxyError` or awaits `following`. The
-terminal stage (`forward`) writes the provider's answer and is added here, never by a
-caller.
+Each stage fills in its part of the context and answers the caller only by raising a
+`ProxyError`. A stage that can finish without I/O (the warm path: cached key, cached
+connection, fresh token) returns None; one that must wait returns the coroutine to
+await. The terminal stage (`forward`) writes the provider's answer and is added here,
+never by a caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from credentials.keys import SecretKeyResolver
 from credentials.refresh import Refresher
-from proxy.pipeline_types import Next, Stage
+from proxy.context import ProxyContext
+from proxy.pipeline_types import Stage, Terminal
 from proxy.settings import ProxySettings
 from proxy.stages.authenticate import authenticate
 from proxy.stages.forward import forward
@@ -38,7 +39,7 @@ class PipelineDeps:
     rate_limiter: RateLimiter | None = None
 
 
-def build_pipeline(deps: PipelineDeps) -> Next:
+def build_pipeline(deps: PipelineDeps) -> Terminal:
     stages: list[Stage] = [
         authenticate(deps.keys),
         parse(),
@@ -55,9 +56,14 @@ def build_pipeline(deps: PipelineDeps) -> Next:
     return chain(stages, forward(deps.upstream, deps.settings, reauthorize))
 
 
-def chain(stages: Sequence[Stage], terminal: Next) -> Next:
-    handler = terminal
-    for stage in reversed(stages):
-        # A partial, not a wrapper coroutine: one frame per stage on every request.
-        handler = partial(stage, following=handler)
-    return handler
+def chain(stages: Sequence[Stage], terminal: Terminal) -> Terminal:
+    ordered = tuple(stages)
+
+    async def run(ctx: ProxyContext) -> None:
+        for stage in ordered:
+            pending = stage(ctx)
+            if pending is not None:
+                await pending
+        await terminal(ctx)
+
+    return run

@@ -54,6 +54,15 @@ class TargetCache:
         # or a stale read racing an invalidation would outlive it until the TTL.
         self._generation = 0
 
+    def cached(
+        self, environment_id: int, provider_config_key: str, connection_id: str
+    ) -> Target | None:
+        """The target if this process holds a fresh one, without I/O (a cache hit)."""
+        target = self._cache.get((environment_id, provider_config_key, connection_id))
+        if target is not None:
+            observer().cache_lookup("process", "hit")
+        return target
+
     async def get(
         self, environment_id: int, provider_config_key: str, connection_id: str
     ) -> Target:

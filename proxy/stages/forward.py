@@ -18,7 +18,7 @@ from proxy.bodies import RequestBody, read_body
 from proxy.context import ProxyContext
 from proxy.errors import OutboundRefused, ProxyError, UpstreamTimeout, UpstreamUnreachable
 from proxy.http.client import Response
-from proxy.pipeline_types import Next
+from proxy.pipeline_types import Terminal
 from proxy.redirects import MAX_REDIRECTS, REDIRECT_STATUSES, next_hop
 from proxy.retry import EXHAUSTED, RetryDecision, RetryPolicy, caller_retry_after, decide
 from proxy.settings import ProxySettings
@@ -33,7 +33,7 @@ def forward(
     settings: ProxySettings,
     reauthorize: Reauthorize | None = None,
     rng: random.Random | None = None,
-) -> Next:
+) -> Terminal:
     jitter = rng or random.Random()
 
     async def terminal(ctx: ProxyContext) -> None:

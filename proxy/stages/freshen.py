@@ -9,7 +9,8 @@ the provider answers 401 (`reauthorize`).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from credentials.database import StoreUnavailable
 from credentials.refresh import (
@@ -21,7 +22,7 @@ from credentials.refresh import (
 )
 from proxy.context import ProxyContext, Target
 from proxy.errors import InvalidCredentials, ProxyError, RefreshBackingOff, RefreshFailed
-from proxy.pipeline_types import Next, Stage
+from proxy.pipeline_types import Stage
 from proxy.stages.inject import apply_credentials
 from proxy.targets import TargetCache
 
@@ -29,11 +30,13 @@ Reauthorize = Callable[[ProxyContext], Awaitable[bool]]
 
 
 def freshen(refresher: Refresher, targets: TargetCache) -> Stage:
-    async def stage(ctx: ProxyContext, following: Next) -> None:
-        target = ctx.resolved
-        if time.time() >= target.refresh_due_at:
-            ctx.target = await _renewed(ctx, refresher, targets, target, force=False)
-        await following(ctx)
+    async def renew(ctx: ProxyContext) -> None:
+        ctx.target = await _renewed(ctx, refresher, targets, ctx.resolved, force=False)
+
+    def stage(ctx: ProxyContext) -> Coroutine[Any, Any, None] | None:
+        if time.time() >= ctx.resolved.refresh_due_at:
+            return renew(ctx)
+        return None
 
     return stage
 

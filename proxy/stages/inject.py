@@ -18,14 +18,13 @@ from credentials.templates import request_values
 from proxy.context import ProxyContext
 from proxy.errors import InvalidCredentials, InvalidUpstreamRequest
 from proxy.headers import Header, apply_overrides, caller_header_layers
-from proxy.pipeline_types import Next, Stage
+from proxy.pipeline_types import Stage
 from proxy.urls import add_query, endpoint_from_target, wire_url
 
 
 def inject() -> Stage:
-    async def stage(ctx: ProxyContext, following: Next) -> None:
+    def stage(ctx: ProxyContext) -> None:
         apply_credentials(ctx)
-        await following(ctx)
 
     return stage
 

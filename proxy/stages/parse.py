@@ -16,7 +16,7 @@ from yarl import URL
 from proxy import compat
 from proxy.context import ProxyContext, ProxyParams
 from proxy.errors import InvalidHeaders
-from proxy.pipeline_types import Next, Stage
+from proxy.pipeline_types import Stage
 from proxy.retry import parse_retries, parse_retry_on
 
 CONNECTION_ID_PATTERN = re.compile(r"^[a-zA-Z0-9,.;:=+~\[\]|@${}\"'\\/_ -]+$")
@@ -44,7 +44,7 @@ _CONTROL_HEADERS = (
 def parse() -> Stage:
     remembered: dict[tuple[str | None, ...], ProxyParams] = {}
 
-    async def stage(ctx: ProxyContext, following: Next) -> None:
+    def stage(ctx: ProxyContext) -> None:
         headers = ctx.request.headers
         values = tuple([headers.get(name) for name in _CONTROL_HEADERS])
         params = remembered.get(values)
@@ -54,7 +54,6 @@ def parse() -> Stage:
                 remembered.clear()
             remembered[values] = params
         ctx.params = params
-        await following(ctx)
 
     return stage
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -25,7 +27,7 @@ from credentials.redis_client import CircuitBreaker
 from proxy import metrics
 from proxy.context import ProxyContext
 from proxy.errors import ProxyError
-from proxy.pipeline_types import Next, Stage
+from proxy.pipeline_types import Stage
 from proxy.settings import ProxySettings
 from ratelimit.bucket import Limit, Verdict
 from ratelimit.keys import BucketKey
@@ -74,12 +76,8 @@ def rate_limiter(
 def rate_limit(limiter: RateLimiter, settings: ProxySettings) -> Stage:
     policy = limiter.policy
 
-    async def stage(ctx: ProxyContext, following: Next) -> None:
+    async def take(ctx: ProxyContext, limit: Limit) -> None:
         params = ctx.control
-        limit = policy.limit_for(ctx.env.name, params.provider_config_key)
-        if limit is None:
-            await following(ctx)
-            return
         key = BucketKey(ctx.env.id, params.provider_config_key, params.connection_id)
         budget = min(policy.wait_budget(), _time_left(ctx, settings))
         verdict = await limiter.take(key, limit, max_wait=budget)
@@ -91,7 +89,10 @@ def rate_limit(limiter: RateLimiter, settings: ProxySettings) -> Stage:
             ctx.rate_limit_wait = verdict.wait_seconds
             # The token is reserved; this wait is the limit doing its job.
             await asyncio.sleep(verdict.wait_seconds)
-        await following(ctx)
+
+    def stage(ctx: ProxyContext) -> Coroutine[Any, Any, None] | None:
+        limit = policy.limit_for(ctx.env.name, ctx.control.provider_config_key)
+        return None if limit is None else take(ctx, limit)
 
     return stage
 

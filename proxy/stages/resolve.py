@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from credentials.outbound import OutboundBlocked, check_url
 from proxy import compat
-from proxy.context import ProxyContext
+from proxy.context import ProxyContext, Target
 from proxy.errors import InvalidUpstreamRequest, OutboundRefused, ProviderConfigError
-from proxy.pipeline_types import Next, Stage
+from proxy.pipeline_types import Stage
 from proxy.targets import TargetCache
 from proxy.urls import endpoint_from_target, join_url
 
@@ -30,10 +33,9 @@ def resolve(targets: TargetCache, *, allow_private: bool) -> Stage:
             allowed.clear()
         allowed.add(base)
 
-    async def stage(ctx: ProxyContext, following: Next) -> None:
-        params = ctx.control
-        target = await targets.get(ctx.env.id, params.provider_config_key, params.connection_id)
+    def settle(ctx: ProxyContext, target: Target) -> None:
         ctx.target = target
+        params = ctx.control
         base = params.base_url_override or target.base_url
         if base is None:
             raise ProviderConfigError(
@@ -45,6 +47,17 @@ def resolve(targets: TargetCache, *, allow_private: bool) -> Stage:
         except ValueError:
             raise InvalidUpstreamRequest("The request target is not under /proxy/") from None
         ctx.endpoint_url = ctx.url = join_url(base, endpoint)
-        await following(ctx)
+
+    async def load(ctx: ProxyContext) -> None:
+        params = ctx.control
+        settle(ctx, await targets.get(ctx.env.id, params.provider_config_key, params.connection_id))
+
+    def stage(ctx: ProxyContext) -> Coroutine[Any, Any, None] | None:
+        params = ctx.control
+        target = targets.cached(ctx.env.id, params.provider_config_key, params.connection_id)
+        if target is None:
+            return load(ctx)
+        settle(ctx, target)
+        return None
 
     return stage
