@@ -29,11 +29,13 @@ async def stream_back(ctx: ProxyContext, upstream: Response) -> None:
         async for chunk in upstream.iter_chunks():
             size = len(chunk)
             ctx.outcome.bytes_out += size
-            metrics.hold_bytes(size)
-            try:
-                await reply.write(chunk)
-            finally:
-                metrics.release_bytes(size)
+            # No coroutine per chunk: wait only while the caller's socket is backed up.
+            if reply.send(chunk):
+                metrics.hold_bytes(size)
+                try:
+                    await reply.drain()
+                finally:
+                    metrics.release_bytes(size)
     except ClientDisconnected:
         ctx.outcome.error_code = "client_disconnected"
         upstream.close()

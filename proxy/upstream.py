@@ -8,8 +8,7 @@ client failure becomes one of the proxy's errors right here, at the edge.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from ipaddress import ip_address
 
@@ -97,7 +96,7 @@ class Upstream:
         `deadline` is in event-loop time; reaching it is an `UpstreamTimeout`.
         """
         assert self._client is not None, "Upstream.start() runs at start-up"
-        with translate_errors():
+        try:
             return await self._client.request(
                 request.method,
                 wire_url(request.url),
@@ -106,28 +105,30 @@ class Upstream:
                 deadline=deadline,
                 decompress=decompress,
             )
+        except Exception as failure:
+            # Not a `with` block around the call: a context manager costs every request.
+            error = translated(failure)
+            if error is failure:
+                raise
+            raise error from failure
 
 
-@contextmanager
-def translate_errors() -> Iterator[None]:
-    """Map client failures to proxy errors, most specific first."""
-    try:
-        yield
-    except ProxyError:
-        raise
-    except OutboundBlocked as blocked:
-        raise OutboundRefused.blocked(blocked.host, blocked.reason) from blocked
-    except TimeoutError as timeout:
-        raise UpstreamTimeout("The provider did not answer in time") from timeout
-    except ConnectError as failure:
-        raise UpstreamUnreachable(
-            f"Could not connect to the provider: {failure.strerror}"
-        ) from failure
-    except RequestInvalid as invalid:
+def translated(failure: Exception) -> Exception:
+    """The proxy error for a client failure, most specific first; anything else as it is."""
+    if isinstance(failure, ProxyError):
+        return failure
+    if isinstance(failure, OutboundBlocked):
+        return OutboundRefused.blocked(failure.host, failure.reason)
+    if isinstance(failure, TimeoutError):
+        return UpstreamTimeout("The provider did not answer in time")
+    if isinstance(failure, ConnectError):
+        return UpstreamUnreachable(f"Could not connect to the provider: {failure.strerror}")
+    if isinstance(failure, RequestInvalid):
         # The request cannot be put on the wire as built; that is the request's fault,
         # not the provider's.
-        raise InvalidUpstreamRequest(f"The upstream request is invalid: {invalid}") from invalid
-    except (ClientError, OSError) as failure:
-        raise UpstreamUnreachable(
+        return InvalidUpstreamRequest(f"The upstream request is invalid: {failure}")
+    if isinstance(failure, ClientError | OSError):
+        return UpstreamUnreachable(
             f"The connection to the provider failed: {type(failure).__name__}"
-        ) from failure
+        )
+    return failure

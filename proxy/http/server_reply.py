@@ -245,13 +245,19 @@ class Reply:
 
     async def write(self, data: bytes) -> None:
         """Send body bytes, waiting while the caller's socket is backed up."""
+        if self.send(data):
+            await self.drain()
+
+    def send(self, data: bytes) -> bool:
+        """`write` without the wait, for a caller that streams many chunks: True when
+        the caller's socket is backed up and `drain()` must be awaited before the next."""
         if self.disconnected:
             raise ClientDisconnected("client disconnected")
         if not self.started or self._finished:
             raise RuntimeError("write() outside start() .. finish()")
         size = len(data)
         if not self._sends_body or size == 0:
-            return
+            return False
         conn = self._conn
         head = self._head
         if self._chunked:
@@ -276,10 +282,15 @@ class Reply:
                     conn.transport.write(head + data)
                 else:
                     conn.transport.writelines((head, data))
+        return conn.write_paused
+
+    async def drain(self) -> None:
+        """Until the caller's socket takes more; ClientDisconnected if it went away."""
+        conn = self._conn
         if conn.write_paused:
             await conn.wait_writable()
-            if self.disconnected:
-                raise ClientDisconnected("client disconnected")
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
 
     def finish(self) -> None:
         """End the response. A body shorter than its declared length aborts the
