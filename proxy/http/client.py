@@ -142,7 +142,7 @@ class HttpClient:
             raise TimeoutError("the request deadline passed before sending")
         pool = self._pool_for(target, loop)
         is_head = method == "HEAD"
-        conn = await self._checkout(pool, target, deadline, fresh=False)
+        conn = await self._checkout(pool, target, deadline, loop.time(), fresh=False)
         try:
             return await self._exchange(conn, head, body, declared, is_head, deadline, decompress)
         except ConnectionDropped:
@@ -150,7 +150,7 @@ class HttpClient:
             # so a request that is safe to repeat goes once more on a new connection.
             if not (conn.reused and conn.rx == 0 and not streamed and method in _IDEMPOTENT):
                 raise
-        conn = await self._checkout(pool, target, deadline, fresh=True)
+        conn = await self._checkout(pool, target, deadline, loop.time(), fresh=True)
         return await self._exchange(conn, head, body, declared, is_head, deadline, decompress)
 
     def stats(self) -> PoolStats:
@@ -229,9 +229,8 @@ class HttpClient:
         return pool
 
     async def _checkout(
-        self, pool: HostPool, target: Target, deadline: float | None, *, fresh: bool
+        self, pool: HostPool, target: Target, deadline: float | None, now: float, *, fresh: bool
     ) -> Connection:
-        now = asyncio.get_running_loop().time()
         if not fresh:
             conn = pool.take_idle(now)
             if conn is not None:

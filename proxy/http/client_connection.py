@@ -190,7 +190,11 @@ class Connection(asyncio.Protocol):
     # -- end of an exchange ------------------------------------------------------------
 
     def finish(self, body_complete: bool) -> None:
-        """The response is released: back to the pool if nothing forbids it, else closed."""
+        """The response is released: back to the pool if nothing forbids it, else closed.
+
+        An answer that came before the whole request was sent (request_sent False, or
+        bytes still in the transport) forbids it: the server's view of the stream is
+        unknown."""
         self._response = None
         transport = self.transport
         if (
@@ -330,8 +334,6 @@ class Connection(asyncio.Protocol):
             self.clean = False
             return
         self.head_done = True
-        if not self.request_sent:
-            self.clean = False  # answered before the whole request was sent
         response.status = status
         response.reason = self._reason.decode("latin-1")
         version = parser.get_http_version()

@@ -299,9 +299,12 @@ async def test_waiting_for_a_connection_is_bounded_by_the_deadline() -> None:
     try:
         async with RawServer(keep_alive(lambda _: ok())) as server:
             held = await http.request("GET", server.url(), [])
-            deadline = asyncio.get_running_loop().time() + 0.05
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 0.05
             with pytest.raises(TimeoutError):
-                await http.request("GET", server.url(), [], deadline=deadline)
+                async with asyncio.timeout(5):  # a regression fails instead of hanging
+                    await http.request("GET", server.url(), [], deadline=deadline)
+            assert loop.time() - deadline < 2
             held.close()
             # The slot of the closed connection is free again.
             await (await http.request("GET", server.url(), [])).read()
