@@ -9,14 +9,13 @@ to be free of them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from proxy.http.client_errors import RequestInvalid
+from proxy.http.tokens import TOKEN
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 # What the client does with a caller's header, by (case-insensitive) name.
 _KEEP = 0
@@ -175,7 +174,7 @@ def _first_bad_value(headers: Sequence[tuple[str, str]]) -> str:
 
 
 def _classify(name: str) -> int:
-    if _TOKEN.fullmatch(name) is None:
+    if TOKEN.fullmatch(name) is None:
         # The name itself stays out of the message: a mangled "Name: value" pair would
         # put a credential there.
         raise RequestInvalid("a header name is not an RFC 9110 token")
@@ -186,7 +185,7 @@ def _classify(name: str) -> int:
 
 
 def _check_method(method: str) -> None:
-    if _TOKEN.fullmatch(method) is None:
+    if TOKEN.fullmatch(method) is None:
         raise RequestInvalid("method is not an RFC 9110 token")
     if len(_METHODS_SEEN) < _NAME_CACHE_LIMIT:
         _METHODS_SEEN.add(method)

@@ -7,12 +7,13 @@ head is held back until the first body write so a small response leaves in one s
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING
+
+from proxy.http.tokens import TOKEN
 
 if TYPE_CHECKING:
     from asyncio import Task
@@ -28,7 +29,6 @@ class ClientDisconnected(ConnectionResetError):
 # Bodies up to this size are copied next to their framing (one buffer, one send);
 # larger ones go out as a vectored write so the payload itself is not copied.
 _COPY_LIMIT = 16 * 1024
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 # What start() does with a header, by exact name as given (cached after first sight).
 _PLAIN, _LENGTH, _DATE, _DROPPED = 0, 1, 2, 3
@@ -46,7 +46,7 @@ _NAME_CACHE_SIZE = 4096
 def _kind_of(name: str) -> int:
     kind = _name_kinds.get(name)
     if kind is None:
-        if _TOKEN.fullmatch(name) is None:
+        if TOKEN.fullmatch(name) is None:
             raise ValueError("invalid response header name")
         kind = _KIND_BY_LOWER.get(name.lower(), _PLAIN)
         if len(_name_kinds) < _NAME_CACHE_SIZE:
