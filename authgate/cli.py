@@ -29,6 +29,7 @@ import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from authgate.console import say
 from credentials.config import ConfigError, CoreSettings
 from credentials.database import StoreUnavailable
 from credentials.jsonlog import configure_logging
@@ -151,16 +152,12 @@ def _proxy(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from authgate.workers import Supervisor
 
-        return Supervisor(args.workers, _say).run()
+        return Supervisor(args.workers, say).run()
     from authgate.serving import run_proxy
     from authgate.workers import WORKER_VARIABLE
 
     run_proxy(settings, reuse_port=os.environ.get(WORKER_VARIABLE) == "1")
     return 0
-
-
-def _say(message: str) -> None:
-    print(f"authgate: {message}", file=sys.stderr, flush=True)
 
 
 def _management(args: argparse.Namespace) -> int:

@@ -8,12 +8,12 @@ carries only what a script would capture (a key, a listing, a rotation summary).
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from authgate.bootstrap import encryption_keys, start_core
+from authgate.console import say
 from credentials.config import ConfigError, CoreSettings
 from credentials.crypto import TOKEN_PREFIX, Keyring
 from credentials.database import Executor
@@ -35,22 +35,18 @@ SEALED_COLUMNS = (
 )
 
 
-def _say(message: str) -> None:
-    print(f"authgate: {message}", file=sys.stderr)
-
-
 # --- environments --------------------------------------------------------------------------
 
 
 async def create_environment(settings: CoreSettings, name: str) -> int:
     if not ENVIRONMENT_NAME.fullmatch(name):
-        _say("environment names are 1-64 lower-case letters, digits, '-' or '_'")
+        say("environment names are 1-64 lower-case letters, digits, '-' or '_'")
         return 1
     async with _core(settings) as core:
         try:
             environment = await core.store.create_environment(name)
         except AlreadyExists:
-            _say(f"environment {name!r} already exists")
+            say(f"environment {name!r} already exists")
             return 1
         await _issue_key(core, environment)
         return 0
@@ -78,16 +74,16 @@ async def create_key(settings: CoreSettings, environment_name: str) -> int:
 
 async def revoke_key(settings: CoreSettings, secret_key: str) -> int:
     if not is_uuid_v4(secret_key):
-        _say("that is not a secret key (secret keys are UUID v4)")
+        say("that is not a secret key (secret keys are UUID v4)")
         return 1
     async with _core(settings) as core:
         owner = await revoke_secret_key(core.store, secret_key)
         if owner is None:
-            _say("no active secret key matches (unknown, or already revoked)")
+            say("no active secret key matches (unknown, or already revoked)")
             return 1
-        _say(f"revoked a secret key of environment {owner.name!r}")
+        say(f"revoked a secret key of environment {owner.name!r}")
         if await core.store.count_secret_keys(owner.id) == 0:
-            _say(f"{owner.name!r} has no active key left; `authgate key create {owner.name}`")
+            say(f"{owner.name!r} has no active key left; `authgate key create {owner.name}`")
         return 0
 
 
@@ -118,14 +114,14 @@ async def set_variable(settings: CoreSettings, environment_name: str, name: str,
     if not _valid_variable_name(name):
         return 1
     if "\x00" in value:
-        _say("variable values cannot contain NUL characters")
+        say("variable values cannot contain NUL characters")
         return 1
     async with _core(settings) as core:
         environment = await _environment(core, environment_name)
         if environment is None:
             return 1
         await core.store.set_environment_variable(environment.id, name, value)
-        _say(f"set {name} in environment {environment.name!r}")
+        say(f"set {name} in environment {environment.name!r}")
         return 0
 
 
@@ -135,16 +131,16 @@ async def unset_variable(settings: CoreSettings, environment_name: str, name: st
         if environment is None:
             return 1
         if not await core.store.delete_environment_variable(environment.id, name):
-            _say(f"environment {environment.name!r} has no variable {name!r}")
+            say(f"environment {environment.name!r} has no variable {name!r}")
             return 1
-        _say(f"removed {name} from environment {environment.name!r}")
+        say(f"removed {name} from environment {environment.name!r}")
         return 0
 
 
 def _valid_variable_name(name: str) -> bool:
     if VARIABLE_NAME.fullmatch(name):
         return True
-    _say("variable names are 1-255 printable characters without spaces")
+    say("variable names are 1-255 printable characters without spaces")
     return False
 
 
@@ -171,7 +167,7 @@ async def rotate_keys(settings: CoreSettings, *, batch_size: int = ROTATION_BATC
     still needed.
     """
     try:
-        keyring = Keyring(encryption_keys(settings, _say))
+        keyring = Keyring(encryption_keys(settings, say))
     except ValueError as problem:
         raise ConfigError("AUTHGATE_ENCRYPTION_KEY", str(problem)) from None
     store = await open_store(settings.database_url, keyring)
@@ -184,7 +180,7 @@ async def rotate_keys(settings: CoreSettings, *, batch_size: int = ROTATION_BATC
         f" {report.remaining} skipped"
     )
     if report.remaining:
-        _say(
+        say(
             f"{report.remaining} values are still under an older key: they do not decrypt"
             " with any configured key (see the warnings), or a process whose"
             " AUTHGATE_ENCRYPTION_KEY does not list the new key first wrote them."
@@ -223,13 +219,13 @@ async def count_under_other_keys(db: Executor, key_id: str) -> int:
 async def _environment(core: CoreServices, name: str) -> Environment | None:
     environment = await core.store.get_environment(name)
     if environment is None:
-        _say(f"no environment named {name!r}")
+        say(f"no environment named {name!r}")
     return environment
 
 
 @asynccontextmanager
 async def _core(settings: CoreSettings) -> AsyncIterator[CoreServices]:
-    core = await start_core(settings, _say)
+    core = await start_core(settings, say)
     try:
         yield core
     finally:

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import uvloop
 from aiohttp import web
 
 from authgate.bootstrap import start_core
+from authgate.console import say
 from authgate.delegate import delegate_to
 from credentials.activity import ActivitySettings
 from credentials.runtime import CoreServices
@@ -51,10 +51,6 @@ MAX_JSON_BODY = 75 * 1024 * 1024
 # How long a stop waits for requests in flight (issue: configurable drain).
 DEFAULT_GRACE_SECONDS = 30.0
 SERVER_LIMITS = ServerLimits(keepalive_timeout=KEEPALIVE_SECONDS, max_request_line=MAX_REQUEST_LINE)
-
-
-def say(message: str) -> None:
-    print(f"authgate: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
