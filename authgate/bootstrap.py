@@ -9,7 +9,9 @@ and AUTHGATE_SECRET_KEY; PostgreSQL deployments must.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,12 +49,13 @@ def encryption_keys(settings: CoreSettings, say: Say) -> tuple[bytes, ...]:
             "is required with PostgreSQL (base64 of 32 random bytes: `openssl rand -base64 32`)",
         )
     path = settings.data_dir / ENCRYPTION_KEY_FILE
-    if path.exists():
-        return (base64.b64decode(path.read_text().strip()),)
-    _write_private(path, encode_key(generate_key()))
-    say(
-        f"generated a development encryption key in {path}; production sets AUTHGATE_ENCRYPTION_KEY"
-    )
+    # Workers starting together race here: exactly one key may ever be written, or rows
+    # sealed under the losers' keys would be unreadable.
+    if _create_private(path, encode_key(generate_key())):
+        say(
+            f"generated a development encryption key in {path}; "
+            "production sets AUTHGATE_ENCRYPTION_KEY"
+        )
     return (base64.b64decode(path.read_text().strip()),)
 
 
@@ -63,11 +66,19 @@ async def ensure_bootstrap_environment(store: SqlStore, settings: CoreSettings, 
         return
     key_file = settings.data_dir / SECRET_KEY_FILE
     if await store.count_secret_keys(environment.id) == 0:
-        secret_key = generate_secret_key()
-        await store.add_secret_key(environment.id, hash_secret_key(secret_key), "generated")
-        _write_private(key_file, secret_key)
-        say(f"environment {BOOTSTRAP_ENVIRONMENT!r} secret key: {secret_key} (saved in {key_file})")
-    elif key_file.exists():
+        # The file decides which key is the bootstrap key when several workers start at
+        # once, and a file left from an earlier database is adopted rather than orphaned.
+        created = _create_private(key_file, generate_secret_key())
+        secret_key = key_file.read_text().strip()
+        with contextlib.suppress(AlreadyExists):
+            await store.add_secret_key(environment.id, hash_secret_key(secret_key), "generated")
+        if created:
+            say(
+                f"environment {BOOTSTRAP_ENVIRONMENT!r} secret key: {secret_key} "
+                f"(saved in {key_file})"
+            )
+            return
+    if key_file.exists():
         say(f"environment {BOOTSTRAP_ENVIRONMENT!r} secret key is in {key_file}")
 
 
@@ -98,8 +109,22 @@ async def _adopt_configured_key(store: SqlStore, environment: Environment, secre
         )
 
 
-def _write_private(path: Path, content: str) -> None:
+def _create_private(path: Path, content: str) -> bool:
+    """Creates `path` (owner-only) with `content` unless it exists; True if this call did.
+
+    Written under a temporary name and then hard-linked into place, so another process
+    never reads the file half-written, and of several creators exactly one wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(content + "\n")
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(temporary)

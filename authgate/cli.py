@@ -3,6 +3,8 @@
     authgate serve                 proxy + management on one port (embedded default)
     authgate proxy                 the data plane only
     authgate management            the control plane only
+    authgate health [--ready]      exit 0 when the local server answers /health (or
+                                   /ready) with 200: for container health checks
     authgate env create NAME       a new environment; prints its secret key
     authgate env list              environments, each with its number of active keys
     authgate env set-var ENV NAME VALUE
@@ -30,7 +32,8 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from authgate.console import say
-from credentials.config import ConfigError, CoreSettings
+from authgate.settings import ServingSettings
+from credentials.config import ConfigError, CoreSettings, read_int
 from credentials.database import StoreUnavailable
 from credentials.jsonlog import configure_logging
 from management.settings import ManagementSettings
@@ -67,15 +70,29 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument(
         "--workers",
         type=_positive_int,
-        default=1,
-        help="worker processes sharing the port (SO_REUSEPORT), under a supervisor",
+        help="worker processes sharing the port (SO_REUSEPORT), under a supervisor; "
+        "default AUTHGATE_WORKERS, else one per core",
     )
     proxy.set_defaults(run=_proxy)
     commands.add_parser("management", help="the control plane only").set_defaults(run=_management)
+    _health_command(commands)
     _environment_commands(commands)
     _key_commands(commands)
     _encryption_key_commands(commands)
     return parser
+
+
+def _health_command(commands: Subparsers) -> None:
+    health = commands.add_parser(
+        "health", help="check the local server: exit 0 when it answers 200, else 1"
+    )
+    health.add_argument(
+        "--ready", action="store_true", help="check /ready (store, Redis) instead of /health"
+    )
+    health.add_argument("--host", default="127.0.0.1")
+    health.add_argument("--port", type=int, help="default AUTHGATE_PORT, else 3003")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    health.set_defaults(run=_health)
 
 
 def _environment_commands(commands: Subparsers) -> None:
@@ -141,22 +158,26 @@ def _serve(args: argparse.Namespace) -> int:
     from authgate.serving import run_serve
 
     settings = ProxySettings.from_env(os.environ)
+    management = ManagementSettings.from_env(os.environ)
+    serving = ServingSettings.from_env(os.environ)
     configure_logging(settings.log_level)
-    run_serve(settings, ManagementSettings.from_env(os.environ))
+    run_serve(settings, management, serving)
     return 0
 
 
 def _proxy(args: argparse.Namespace) -> int:
     settings = ProxySettings.from_env(os.environ)
+    serving = ServingSettings.from_env(os.environ)
     configure_logging(settings.log_level)
-    if args.workers > 1:
+    workers = args.workers or serving.workers
+    if workers > 1:
         from authgate.workers import Supervisor
 
-        return Supervisor(args.workers, say).run()
+        return Supervisor(workers, say).run()
     from authgate.serving import run_proxy
     from authgate.workers import WORKER_VARIABLE
 
-    run_proxy(settings, reuse_port=os.environ.get(WORKER_VARIABLE) == "1")
+    run_proxy(settings, serving, reuse_port=os.environ.get(WORKER_VARIABLE) == "1")
     return 0
 
 
@@ -164,9 +185,18 @@ def _management(args: argparse.Namespace) -> int:
     from authgate.serving import run_management
 
     settings = ManagementSettings.from_env(os.environ)
+    serving = ServingSettings.from_env(os.environ)
     configure_logging("INFO")
-    run_management(settings)
+    run_management(settings, serving)
     return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from authgate.probe import probe
+
+    port = args.port or read_int(os.environ, "AUTHGATE_PORT", 3003, minimum=1, maximum=65535)
+    path = "/ready" if args.ready else "/health"
+    return probe(f"http://{args.host}:{port}{path}", timeout=args.timeout)
 
 
 def _env_create(args: argparse.Namespace) -> int:

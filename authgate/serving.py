@@ -1,8 +1,9 @@
-"""Building and running the three server processes on uvloop.
+"""Building, running and stopping the three server processes on uvloop.
 
 `authgate proxy` is the lean server (proxy.http.server) with the data plane;
 `authgate management` is the management API on aiohttp; `authgate serve` is the lean
 server with the data plane in front of the management API on a private Unix socket.
+Every role stops the same way on SIGTERM or SIGINT (see `authgate.settings`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiohttp import web
 from authgate.bootstrap import start_core
 from authgate.console import say
 from authgate.delegate import delegate_to
+from authgate.settings import ServingSettings
 from credentials.activity import ActivitySettings
 from credentials.runtime import CoreServices
 from management.app import add_management_routes
@@ -39,18 +41,15 @@ from proxy.settings import ProxySettings
 
 log = logging.getLogger("authgate")
 
-# Longer than the common load-balancer idle timeouts (60 s), so the balancer, not us,
-# closes idle keep-alive connections and never sends a request into a closing socket.
-KEEPALIVE_SECONDS = 61.0
 MAX_HEADER_FIELD = 64 * 1024
 # aiohttp's default (8 KiB) is below what clients send: Node accepts 16 KiB request lines,
 # and proxied query strings can be long.
 MAX_REQUEST_LINE = 64 * 1024
 # Management JSON bodies, as Nango allows; proxied bodies stream and are not bounded by it.
 MAX_JSON_BODY = 75 * 1024 * 1024
-# How long a stop waits for requests in flight (issue: configurable drain).
-DEFAULT_GRACE_SECONDS = 30.0
-SERVER_LIMITS = ServerLimits(keepalive_timeout=KEEPALIVE_SECONDS, max_request_line=MAX_REQUEST_LINE)
+DEFAULTS = ServingSettings()
+DRAIN = web.AppKey("drain", list[bool])
+"""The management app's stop flag, one element: True once the process is stopping."""
 
 
 @dataclass
@@ -64,15 +63,32 @@ class Running:
     server: HttpServer | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def close(self, grace: float = 0.0) -> None:
+    def begin_draining(self) -> None:
+        """From now on `/ready` answers 503; requests are still served."""
+        if self.plane is not None:
+            self.plane.draining = True
+        if self.app is not None:
+            self.app[DRAIN][0] = True
+
+    async def stop(self, serving: ServingSettings) -> bool:
+        """The whole stop: readiness fails, then after `drain_delay` the listener closes
+        and in-flight requests get `drain_timeout` to finish. True when none was cut."""
+        self.begin_draining()
+        if serving.drain_delay > 0:
+            await asyncio.sleep(serving.drain_delay)
+        return await self.close(grace=serving.drain_timeout)
+
+    async def close(self, grace: float = 0.0) -> bool:
+        drained = True
         if self.server is not None:
             self.server.stop_accepting()
             if grace > 0:
-                await self.server.drain(grace)
+                drained = await self.server.drain(grace)
             await self.server.close()
         for closer in reversed(self._closers):
             await closer()
         self._closers.clear()
+        return drained
 
 
 async def start_proxy(
@@ -81,12 +97,13 @@ async def start_proxy(
     activity: ActivitySettings | None = None,
     port: int | None = None,
     reuse_port: bool = False,
+    serving: ServingSettings = DEFAULTS,
 ) -> Running:
     """The data plane alone on `proxy.host`, `port` (default `proxy.port`; 0 for any)."""
     core, plane = await _data_plane(proxy, activity)
     running = Running(port=0, core=core, plane=plane, _closers=[core.close, plane.close])
     try:
-        server = HttpServer(routes(plane), SERVER_LIMITS)
+        server = HttpServer(routes(plane), _server_limits(serving))
         await server.start(proxy.host, proxy.port if port is None else port, reuse_port=reuse_port)
     except BaseException:
         await running.close()
@@ -101,6 +118,7 @@ async def start_serve(
     *,
     activity: ActivitySettings | None = None,
     port: int | None = None,
+    serving: ServingSettings = DEFAULTS,
 ) -> Running:
     """Data plane and management API on one port: `authgate serve`."""
     core, plane = await _data_plane(proxy, activity)
@@ -109,14 +127,16 @@ async def start_serve(
         app = _management_app(core, management)
         socket_dir = Path(tempfile.mkdtemp(prefix="authgate-"))
         running._closers.append(_remover(socket_dir))
-        runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS)
+        # The front drains the callers; by the time this runner cleans up, nothing of
+        # theirs is left in it.
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=serving.keepalive_timeout)
         await runner.setup()
         running._closers.append(runner.cleanup)
         socket_path = str(socket_dir / "management.sock")
         await web.UnixSite(runner, socket_path).start()
         local = HttpClient(ClientLimits(read_timeout=300.0), unix_socket=socket_path)
         running._closers.append(local.close)
-        server = HttpServer(routes(plane, fallback=delegate_to(local)), SERVER_LIMITS)
+        server = HttpServer(routes(plane, fallback=delegate_to(local)), _server_limits(serving))
         await server.start(proxy.host, proxy.port if port is None else port)
     except BaseException:
         await running.close()
@@ -125,8 +145,39 @@ async def start_serve(
     return running
 
 
+async def start_management(
+    management: ManagementSettings,
+    *,
+    port: int | None = None,
+    serving: ServingSettings = DEFAULTS,
+) -> Running:
+    """The management API alone on aiohttp: `authgate management`."""
+    metrics.install()
+    core = await start_core(management.core, say)
+    running = Running(port=0, core=core, _closers=[core.close])
+    try:
+        app = _management_app(core, management)
+        # The drain of this role is aiohttp's: the listener closes, then in-flight
+        # handlers get the shutdown timeout.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=serving.keepalive_timeout,
+            shutdown_timeout=serving.drain_timeout,
+        )
+        await runner.setup()
+        running._closers.append(runner.cleanup)
+        site = web.TCPSite(runner, management.host, management.port if port is None else port)
+        await site.start()
+    except BaseException:
+        await running.close()
+        raise
+    running.app, running.port = app, _bound_port(runner)
+    return running
+
+
 async def build_management_app(management: ManagementSettings) -> web.Application:
-    """The management API as an aiohttp app that closes the core on cleanup."""
+    """The management API as an aiohttp app that closes the core on cleanup (tests)."""
     metrics.install()
     core = await start_core(management.core, say)
     app = _management_app(core, management)
@@ -138,33 +189,25 @@ async def build_management_app(management: ManagementSettings) -> web.Applicatio
     return app
 
 
-def run_serve(proxy: ProxySettings, management: ManagementSettings) -> None:
-    uvloop.run(_serve_until_stopped(lambda: start_serve(proxy, management), proxy, "serve"))
+def run_serve(
+    proxy: ProxySettings, management: ManagementSettings, serving: ServingSettings
+) -> None:
+    start = lambda: start_serve(proxy, management, serving=serving)  # noqa: E731
+    uvloop.run(_serve_until_stopped(start, serving, "serve", proxy.host))
 
 
-def run_proxy(proxy: ProxySettings, *, reuse_port: bool = False) -> None:
-    start = lambda: start_proxy(proxy, reuse_port=reuse_port)  # noqa: E731
-    uvloop.run(_serve_until_stopped(start, proxy, "proxy"))
+def run_proxy(proxy: ProxySettings, serving: ServingSettings, *, reuse_port: bool = False) -> None:
+    start = lambda: start_proxy(proxy, reuse_port=reuse_port, serving=serving)  # noqa: E731
+    uvloop.run(_serve_until_stopped(start, serving, "proxy", proxy.host))
 
 
-def run_management(management: ManagementSettings) -> None:
-    def announce(*_: object) -> None:
-        # aiohttp calls this once the socket is listening; tools wait for this line.
-        say(f"management ready on http://{management.host}:{management.port}")
-
-    web.run_app(
-        build_management_app(management),
-        host=management.host,
-        port=management.port,
-        loop=uvloop.new_event_loop(),
-        access_log=None,
-        print=announce,
-        keepalive_timeout=KEEPALIVE_SECONDS,
-    )
+def run_management(management: ManagementSettings, serving: ServingSettings) -> None:
+    start = lambda: start_management(management, serving=serving)  # noqa: E731
+    uvloop.run(_serve_until_stopped(start, serving, "management", management.host))
 
 
 async def _serve_until_stopped(
-    start: Callable[[], Awaitable[Running]], proxy: ProxySettings, role: str
+    start: Callable[[], Awaitable[Running]], serving: ServingSettings, role: str, host: str
 ) -> None:
     running = await start()
     # Everything built at start-up (catalogue, settings, modules) lives as long as the
@@ -174,16 +217,29 @@ async def _serve_until_stopped(
     # Requests allocate many short-lived objects; collecting the youngest generation
     # every 700 allocations costs ~5 µs a request, every 50,000 almost nothing.
     gc.set_threshold(50_000, 20, 100)
-    say(f"{role} ready on http://{proxy.host}:{running.port}")
+    # Tools and tests wait for this line.
+    say(f"{role} ready on http://{host}:{running.port}")
+    await _first_stop_signal()
+    say(f"{role} stopping: draining for up to {serving.stop_seconds:g} s")
+    drained = await running.stop(serving)
+    say(f"{role} stopped" if drained else f"{role} stopped; requests still running were cut")
+
+
+async def _first_stop_signal() -> None:
+    """Waits for SIGTERM or SIGINT; from then on, a second one exits at once."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        # A second signal stops at once.
-        loop.add_signal_handler(signum, os._exit, 0)
-    await running.close(grace=DEFAULT_GRACE_SECONDS)
+        loop.add_signal_handler(signum, _exit_now, signum)
+
+
+def _exit_now(signum: int) -> None:
+    say(f"second {signal.Signals(signum).name}: exiting without waiting")
+    # Skips cleanup on purpose: the operator asked twice.
+    os._exit(0)
 
 
 async def _data_plane(
@@ -208,6 +264,7 @@ def _management_app(core: CoreServices, management: ManagementSettings) -> web.A
         client_max_size=MAX_JSON_BODY,
         handler_args={"max_field_size": MAX_HEADER_FIELD, "max_line_size": MAX_REQUEST_LINE},
     )
+    app[DRAIN] = [False]
     add_management_routes(app, management, core)
     app.router.add_get("/health", _health)
     app.router.add_get("/ready", _ready)
@@ -220,13 +277,25 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
-    is_ready, checks = await request.app[CORE].readiness()
+    is_ready, checks = await request.app[CORE].readiness(draining=request.app[DRAIN][0])
     return _json(200 if is_ready else 503, {"ready": is_ready, "checks": checks})
 
 
 async def _metrics(request: web.Request) -> web.Response:
     body, content_type = await metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def _server_limits(serving: ServingSettings) -> ServerLimits:
+    return ServerLimits(
+        keepalive_timeout=serving.keepalive_timeout, max_request_line=MAX_REQUEST_LINE
+    )
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        return int(address[1])
+    raise RuntimeError("the management server is not listening")
 
 
 def _json(status: int, body: object) -> web.Response:

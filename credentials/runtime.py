@@ -52,12 +52,17 @@ class CoreServices:
             await self.redis.aclose()
         await self.store.close()
 
-    async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Whether this process can serve traffic, with one entry per dependency."""
+    async def readiness(self, *, draining: bool = False) -> tuple[bool, dict[str, Any]]:
+        """Whether this process can serve traffic, with one entry per dependency.
+
+        `draining`: the process is stopping; it fails readiness so that balancers stop
+        sending it traffic, while the dependencies are still reported."""
         checks: dict[str, Any] = {"catalogue": {"ok": len(self.catalogue) > 0}}
         checks["store"] = await _check(self.store.ping)
         if self.bridge is not None:
             checks["redis"] = await _check(self.bridge.ping)
+        if draining:
+            checks["shutdown"] = {"ok": False, "error": "draining"}
         return all(check["ok"] for check in checks.values()), checks
 
 

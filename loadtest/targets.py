@@ -266,8 +266,8 @@ def management_command(proxy: Sequence[str]) -> list[str]:
 
 
 def proxy_command(proxy: Sequence[str], workers: int) -> list[str]:
-    # One worker is the default, so the flag is only added when it says something.
-    return [*proxy, "--workers", str(workers)] if workers > 1 else list(proxy)
+    # Always said: the default is one worker per core, not one.
+    return [*proxy, "--workers", str(workers)]
 
 
 def authgate_path_name(workers: int) -> str:

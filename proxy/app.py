@@ -36,6 +36,8 @@ class DataPlane:
     rate_limiter: RateLimiter
     activity: ActivityLog | None
     handle_proxy: Handler
+    draining: bool = False
+    """Set when the process starts to stop: `/ready` fails from then on."""
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -100,7 +102,7 @@ async def health(plane: DataPlane, reply: Reply) -> None:
 
 
 async def ready(plane: DataPlane, reply: Reply) -> None:
-    is_ready, checks = await plane.core.readiness()
+    is_ready, checks = await plane.core.readiness(draining=plane.draining)
     _json(reply, 200 if is_ready else 503, {"ready": is_ready, "checks": checks})
 
 

@@ -17,6 +17,8 @@ DEFAULT_RETRY_MAX_DELAY = 10.0
 DEFAULT_MAX_BODY_BYTES = 4 * 1024**3
 DEFAULT_REPLAY_BUFFER_BYTES = 1024**2
 DEFAULT_CACHE_TTL = 300.0
+# Per worker and provider host: enough for bursts, a bound a provider's limits can trust.
+DEFAULT_CONNECTIONS_PER_HOST = 128
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -28,6 +30,9 @@ class ProxySettings:
     and their waits included; a streamed body is then bounded by `read_timeout` between
     chunks, so a long download is never cut off while it is making progress. A wait for
     a rate-limit token counts against it too.
+
+    `connections_per_host` bounds this process's pooled connections to one provider
+    host (0: unbounded); a request beyond it waits its turn within `total_timeout`.
 
     `rate_limits` is off unless configured (`AUTHGATE_RATE_LIMIT*`, see
     `ratelimit.policy`).
@@ -44,6 +49,7 @@ class ProxySettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     replay_buffer_bytes: int = DEFAULT_REPLAY_BUFFER_BYTES
     cache_ttl: float = DEFAULT_CACHE_TTL
+    connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST
     log_level: str = "INFO"
     rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
 
@@ -77,6 +83,12 @@ class ProxySettings:
                 environ, "AUTHGATE_REPLAY_BUFFER_BYTES", DEFAULT_REPLAY_BUFFER_BYTES
             ),
             cache_ttl=_positive(environ, "AUTHGATE_CACHE_TTL", DEFAULT_CACHE_TTL),
+            connections_per_host=read_int(
+                environ,
+                "AUTHGATE_UPSTREAM_CONNECTIONS_PER_HOST",
+                DEFAULT_CONNECTIONS_PER_HOST,
+                minimum=0,
+            ),
             log_level=_log_level(environ),
             rate_limits=_rate_limits(environ),
         )

@@ -76,6 +76,7 @@ class Upstream:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             keepalive_timeout=KEEPALIVE_SECONDS,
+            limit_per_host=settings.connections_per_host,
             dns_cache_seconds=DNS_CACHE_SECONDS,
         )
         resolver = PolicyResolver(allow_private=settings.allow_private_upstreams)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -49,6 +50,12 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         ("REDIS_URL", "http://nope"),
         ("AUTHGATE_UPSTREAM_READ_TIMEOUT", "-1"),
         ("AUTHGATE_PROVIDERS_FILE", "/no/such/file.yaml"),
+        ("AUTHGATE_WORKERS", "0"),
+        ("AUTHGATE_WORKERS", "many"),
+        ("AUTHGATE_KEEPALIVE_TIMEOUT", "0.5"),
+        ("AUTHGATE_DRAIN_TIMEOUT", "-1"),
+        ("AUTHGATE_DRAIN_DELAY", "soon"),
+        ("AUTHGATE_UPSTREAM_CONNECTIONS_PER_HOST", "-3"),
     ],
 )
 @pytest.mark.parametrize("command", ["serve", "proxy"])
@@ -245,3 +252,13 @@ def test_key_revoke_reads_the_key_from_stdin(store_env: dict[str, str]) -> None:
     second = run(["key", "create", "prod"], store_env).stdout.strip()
     assert run(["key", "revoke", second.upper()], store_env).returncode == 0
     assert listing(store_env) == ["dev\t1", "prod\t0"]
+
+
+def test_health_reports_an_unreachable_server(tmp_path: Path) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = run(["health", "--port", str(port)], base_env(tmp_path))
+    assert result.returncode == 1
+    assert f"http://127.0.0.1:{port}/health unreachable" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -216,7 +216,10 @@ async def proxy_processes(
                 {**environ, "AUTHGATE_HOST": "127.0.0.1", "AUTHGATE_PORT": str(port)}
             )
             child = start_child(
-                f"proxy-{index}", [authgate_command(), "proxy"], log_dir=log_dir, env=env
+                f"proxy-{index}",
+                [authgate_command(), "proxy", "--workers", "1"],
+                log_dir=log_dir,
+                env=env,
             )
             started.append(ProxyProcess(child, URL(f"http://127.0.0.1:{port}")))
         await asyncio.gather(

@@ -270,7 +270,7 @@ def test_management_command_needs_a_proxy_word() -> None:
         management_command(["authgate", "serve"])
 
 
-def test_one_worker_adds_no_flag() -> None:
-    assert proxy_command(["authgate", "proxy"], 1) == ["authgate", "proxy"]
+def test_the_worker_count_is_always_explicit() -> None:
+    assert proxy_command(["authgate", "proxy"], 1) == ["authgate", "proxy", "--workers", "1"]
     assert proxy_command(["authgate", "proxy"], 3) == ["authgate", "proxy", "--workers", "3"]
     assert [authgate_path_name(n) for n in (1, 2)] == ["authgate", "authgate-w2"]
