@@ -15,11 +15,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from authgate.serving import build_management_app, start_proxy
+from authgate.serving import start_management, start_proxy
 from credentials.expiry import iso_expiry
 from credentials.tasks import spawn
 from management.settings import ManagementSettings
@@ -291,20 +290,19 @@ async def _poll(gate: Authgate, condition: Callable[[Samples], bool]) -> Samples
     raise AssertionError("the metrics never showed the expected state")
 
 
-Role = Callable[[dict[str, str]], Awaitable[tuple[URL, Callable[[], Awaitable[None]]]]]
+Role = Callable[[dict[str, str]], Awaitable[tuple[URL, Callable[[], Awaitable[object]]]]]
 
 
-async def _proxy_only(environ: dict[str, str]) -> tuple[URL, Callable[[], Awaitable[None]]]:
+async def _proxy_only(environ: dict[str, str]) -> tuple[URL, Callable[[], Awaitable[object]]]:
     running = await start_proxy(ProxySettings.from_env(environ), port=0)
     return URL(f"http://127.0.0.1:{running.port}/"), running.close
 
 
-async def _management_only(environ: dict[str, str]) -> tuple[URL, Callable[[], Awaitable[None]]]:
-    server = TestServer(
-        await build_management_app(ManagementSettings.from_env(environ)), host="127.0.0.1"
-    )
-    await server.start_server()
-    return server.make_url("/"), server.close
+async def _management_only(
+    environ: dict[str, str],
+) -> tuple[URL, Callable[[], Awaitable[object]]]:
+    running = await start_management(ManagementSettings.from_env(environ), port=0)
+    return URL(f"http://127.0.0.1:{running.port}/"), running.close
 
 
 @pytest.mark.parametrize("build", [_proxy_only, _management_only], ids=["proxy", "management"])
