@@ -32,6 +32,9 @@ SEALED_COLUMNS = (
     ("integrations", "credentials_enc"),
     ("integrations", "custom_enc"),
     ("environment_variables", "value_enc"),
+    ("environment_settings", "webhook_secret_enc"),
+    ("environment_settings", "hmac_key_enc"),
+    ("oauth_sessions", "secrets_enc"),
 )
 
 

@@ -192,11 +192,73 @@ _ACTIVITY_LOG = (
     "CREATE INDEX activity_log_environment ON activity_log (environment_id, id)",
 )
 
+_AUTH_FLOWS = (
+    # Per-environment settings of the auth flows and webhooks. Secrets (the webhook
+    # signing secret, the HMAC key) are keyring ciphertexts bound to the environment.
+    """
+    CREATE TABLE environment_settings (
+        environment_id BIGINT PRIMARY KEY REFERENCES environments (id) ON DELETE CASCADE,
+        callback_url TEXT,
+        webhook_url TEXT,
+        webhook_secondary_url TEXT,
+        send_auth_creation BOOLEAN NOT NULL DEFAULT TRUE,
+        send_auth_refresh_error BOOLEAN NOT NULL DEFAULT TRUE,
+        webhook_secret_enc TEXT,
+        public_key TEXT UNIQUE,
+        hmac_enabled BOOLEAN NOT NULL DEFAULT FALSE,
+        hmac_key_enc TEXT,
+        updated_at BIGINT NOT NULL
+    )
+    """,
+    # One row per authorisation in progress; the id is the OAuth `state`, deleted when
+    # the callback reads it (single use). `secrets_enc` holds the PKCE verifier and the
+    # OAuth 1.0a request-token secret, sealed like every other secret.
+    """
+    CREATE TABLE oauth_sessions (
+        id TEXT PRIMARY KEY,
+        environment_id BIGINT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+        provider_config_key TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        auth_mode TEXT NOT NULL,
+        connection_id TEXT NOT NULL,
+        connect_session_id BIGINT,
+        callback_url TEXT NOT NULL,
+        connection_config TEXT NOT NULL DEFAULT '{}',
+        secrets_enc TEXT,
+        ws_client_id TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX oauth_sessions_expiry ON oauth_sessions (expires_at)",
+    # Webhooks waiting for delivery (an outbox): written in the same moment as the event,
+    # delivered and retried by a background sender, so a restart loses none. `body` is
+    # the exact JSON that is signed and sent. `claimed_until` lets several replicas
+    # share the work without sending one row twice at once.
+    """
+    CREATE TABLE webhook_outbox (
+        id {pk},
+        environment_id BIGINT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        body TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        claimed_until BIGINT,
+        last_error TEXT,
+        delivered_at BIGINT,
+        failed_at BIGINT,
+        created_at BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox (delivered_at, failed_at, next_attempt_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL_SCHEMA),
     Migration(2, "connect sessions, webhook URL override", _CONNECT_SESSIONS),
     Migration(3, "refresh state, refresh leases", _REFRESH_STATE),
     Migration(4, "activity log", _ACTIVITY_LOG),
+    Migration(5, "auth flows: environment settings, OAuth sessions, webhook outbox", _AUTH_FLOWS),
 )
 
 _CREATE_LEDGER = """

@@ -125,6 +125,14 @@ def variable_aad(environment_id: int, name: str) -> bytes:
     return f"environment_variable:{environment_id}:{name}".encode()
 
 
+def environment_settings_aad(environment_id: int, field: str) -> bytes:
+    return f"environment-settings:{environment_id}:{field}".encode()
+
+
+def oauth_session_aad(environment_id: int, session_id: str) -> bytes:
+    return f"oauth-session:{environment_id}:{session_id}".encode()
+
+
 # --- row helpers -------------------------------------------------------------------------
 
 
@@ -275,6 +283,10 @@ class SqlStore:
     @property
     def keyring(self) -> Keyring:
         return self._keyring
+
+    def clock(self) -> int:
+        """Now, in epoch milliseconds (the store's clock, replaceable in tests)."""
+        return self._clock()
 
     async def close(self) -> None:
         await self._db.close()
@@ -879,6 +891,8 @@ class SqlStore:
         total = await self._reencrypt_connections(batch_size)
         total += await self._reencrypt_integrations(batch_size)
         total += await self._reencrypt_variables(batch_size)
+        total += await self._reencrypt_environment_settings()
+        total += await self._reencrypt_oauth_sessions()
         return total
 
     async def _reencrypt_connections(self, batch_size: int) -> int:
@@ -924,6 +938,37 @@ class SqlStore:
             for row in rows:
                 aad = variable_aad(int(row["environment_id"]), row["name"])
                 count += await self._rewrap_variable(row, aad)
+        return count
+
+    async def _reencrypt_environment_settings(self) -> int:
+        # One row per environment: few enough to read at once.
+        count = 0
+        for row in await self._db.fetch(
+            "SELECT environment_id, webhook_secret_enc, hmac_key_enc FROM environment_settings"
+        ):
+            environment_id = int(row["environment_id"])
+            for column in ("webhook_secret_enc", "hmac_key_enc"):
+                aad = environment_settings_aad(environment_id, column.removesuffix("_enc"))
+                where = f"environment_settings.{column} of environment {environment_id}"
+                fresh = self._rewrapped(row[column], aad, where)
+                if fresh is not None:
+                    count += await self._db.execute(
+                        f"UPDATE environment_settings SET {column} = $1"
+                        f" WHERE environment_id = $2 AND {column} = $3",
+                        fresh,
+                        environment_id,
+                        row[column],
+                    )
+        return count
+
+    async def _reencrypt_oauth_sessions(self) -> int:
+        # Short-lived (an hour at most) and deleted when used: few rows at any time.
+        count = 0
+        for row in await self._db.fetch(
+            "SELECT id, environment_id, secrets_enc FROM oauth_sessions"
+        ):
+            aad = oauth_session_aad(int(row["environment_id"]), row["id"])
+            count += await self._rewrap("oauth_sessions", "secrets_enc", row, aad)
         return count
 
     def _rewrapped(self, token: str | None, aad: bytes, where: str) -> str | None:

@@ -22,7 +22,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from authgate.operator import SEALED_COLUMNS
 from credentials.crypto import Keyring, generate_key, key_id
+from credentials.environment_settings import EnvironmentSettingsStore
 from credentials.models import Connection, Environment
 from credentials.store import SqlStore, open_store
 from credentials.tasks import spawn
@@ -31,7 +33,10 @@ from tests.support import database_urls
 
 CONNECTIONS = 6
 # Two integration values (OAuth client, custom map) and two variables besides connections.
-SEALED_VALUES = CONNECTIONS + 2 + 2
+# Connections, integration credentials and custom, two variables, two settings secrets.
+WEBHOOK_SECRET = "rotation-webhook-signing-secret"
+HMAC_KEY = "rotation-hmac-key"
+SEALED_VALUES = CONNECTIONS + 2 + 2 + 2
 CLIENT_SECRET = "client-secret-rotate-me"
 VARIABLE_SECRET = "variable-secret-rotate-me"
 
@@ -99,6 +104,9 @@ async def seed(database_url: str, key: bytes) -> None:
             )
         await store.set_environment_variable(environment.id, "TOKEN", VARIABLE_SECRET)
         await store.set_environment_variable(environment.id, "REGION", "eu-west-1")
+        await EnvironmentSettingsStore(store).update(
+            environment.id, webhook_secret=WEBHOOK_SECRET, hmac_key=HMAC_KEY
+        )
 
 
 async def prod(store: SqlStore) -> Environment:
@@ -120,6 +128,7 @@ async def everything(store: SqlStore) -> dict[str, Any]:
             for connection in await store.list_connections(environment.id, limit=1000)
         },
         "variables": await store.list_environment_variables(environment.id),
+        "settings": await EnvironmentSettingsStore(store).get(environment.id),
     }
 
 
@@ -127,12 +136,7 @@ async def sealing_keys(database_url: str) -> Counter[str]:
     """Key id → how many stored ciphertexts it sealed, read from the raw columns."""
     sealed: Counter[str] = Counter()
     async with opened(database_url, generate_key()) as store:
-        for table, column in (
-            ("connections", "credentials_enc"),
-            ("integrations", "credentials_enc"),
-            ("integrations", "custom_enc"),
-            ("environment_variables", "value_enc"),
-        ):
+        for table, column in SEALED_COLUMNS:
             rows = await store.db.fetch(
                 f"SELECT {column} AS token FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
             )
@@ -153,7 +157,13 @@ def summary(reencrypted: int, key: bytes, skipped: int = 0) -> str:
 
 def assert_no_secret(result: CliResult) -> None:
     output = result.stdout + result.stderr
-    for secret in (CLIENT_SECRET, VARIABLE_SECRET, *(token_for(i) for i in range(CONNECTIONS))):
+    for secret in (
+        CLIENT_SECRET,
+        VARIABLE_SECRET,
+        WEBHOOK_SECRET,
+        HMAC_KEY,
+        *(token_for(i) for i in range(CONNECTIONS)),
+    ):
         assert secret not in output
 
 
