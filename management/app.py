@@ -62,9 +62,10 @@ async def management_middleware(request: web.Request, handler: Handler) -> web.S
     if request.path.startswith("/proxy"):
         return await handler(request)
     try:
-        if request.path not in _PUBLIC_PATHS:
+        mode = session_mode(handler)
+        if request.path not in _PUBLIC_PATHS and mode != "public":
             _check_content_type(request)
-            await authenticate(request, session_mode(handler))
+            await authenticate(request, mode)
         return await handler(request)
     except ApiError as error:
         return error_response(error)

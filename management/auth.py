@@ -2,7 +2,8 @@
 
 Most routes take only a secret key. A route that a frontend holding a connect-session
 token may call says so with `@accepts_connect_session`; `@connect_session_only` marks
-the routes that take nothing else (Nango's §2.3 rules).
+the routes that take nothing else (Nango's §2.3 rules); `@public` the routes of the
+auth flows, which a browser reaches without any header.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from management.sessions import (
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
-SessionMode = Literal["never", "also", "only"]
+SessionMode = Literal["never", "also", "only", "public"]
 
 _ATTRIBUTE = "authgate_connect_session"
 
@@ -36,6 +37,14 @@ def accepts_connect_session(handler: H) -> H:
 
 def connect_session_only(handler: H) -> H:
     setattr(handler, _ATTRIBUTE, "only")
+    return handler
+
+
+def public(handler: H) -> H:
+    """A route that authenticates its caller itself (from the query: a connect-session
+    token, a public key, an OAuth state), or serves what anyone may see (the Connect
+    page). The middleware checks neither a secret key nor the content type."""
+    setattr(handler, _ATTRIBUTE, "public")
     return handler
 
 
