@@ -392,9 +392,12 @@ def start_authgate(
     return [start_authgate_proxy(stack, proxy, count, control, upstream) for count in workers]
 
 
-def start_targets(stack: ExitStack, args: argparse.Namespace, workdir: Path) -> list[Target]:
-    # Before anything starts: a command that cannot be derived is a usage error.
-    commands = None if args.skip_authgate else authgate_commands(args)
+def start_targets(
+    stack: ExitStack,
+    args: argparse.Namespace,
+    workdir: Path,
+    commands: tuple[list[str], list[str]] | None,
+) -> list[Target]:
     # Installed from Debian's packages when missing (as root), as the README says.
     nginx = find_tool("nginx", "nginx-light", install=True)
     find_tool("wrk", "wrk", install=True)
@@ -422,6 +425,9 @@ def write_scripts(workdir: Path) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> Path:
     settings = settings_from(args)
+    # Before anything is looked for or started: a command that cannot be derived is a
+    # usage error.
+    commands = None if args.skip_authgate else authgate_commands(args)
     tools = {
         "wrk": tool_version([find_tool("wrk", "wrk"), "--version"]),
         "nginx": tool_version([find_tool("nginx", "nginx-light"), "-v"]),
@@ -431,7 +437,7 @@ def run(args: argparse.Namespace) -> Path:
         # nginx workers run as an unprivileged user when started by root: they must be
         # able to read the static files. authgate's data dir stays private (0700).
         workdir.chmod(0o755)
-        targets = start_targets(stack, args, workdir)
+        targets = start_targets(stack, args, workdir, commands)
         rows = measure_all(targets, settings, write_scripts(workdir))
     print(format_report(rows, settings.connections))
     return write_result(rows, settings, tools)
