@@ -153,6 +153,11 @@ class HttpClient:
         conn = await self._checkout(pool, target, deadline, loop.time(), fresh=True)
         return await self._exchange(conn, head, body, declared, is_head, deadline, decompress)
 
+    @property
+    def unix_socket(self) -> str | None:
+        """The Unix socket every request goes to, when the client was built for one."""
+        return self._unix_socket
+
     def stats(self) -> PoolStats:
         pools = self._pools.values()
         return PoolStats(

@@ -8,6 +8,11 @@ and enforces limits and timeouts. What a request means is the handler's business
 
     server = HttpServer(handler)
     await server.start("127.0.0.1", 0)
+
+A handler may answer an upgrade request (`request.upgrade`) with
+`reply.switch_protocols(headers)` and then move raw bytes through the returned Tunnel;
+an upgraded connection counts as in flight (drain waits for it, close aborts it) until
+its handler returns.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from proxy.http.server_connection import HttpConnection
 from proxy.http.server_reply import ClientDisconnected, Reply
 from proxy.http.server_request import BodyIncomplete, BodyTooLarge, Headers, Request
 from proxy.http.server_state import ErrorBody, Handler, ServerLimits, ServerState
+from proxy.http.server_tunnel import Tunnel
 
 __all__ = [
     "BodyIncomplete",
@@ -34,6 +40,7 @@ __all__ = [
     "Reply",
     "Request",
     "ServerLimits",
+    "Tunnel",
     "json_error_body",
 ]
 

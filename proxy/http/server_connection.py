@@ -4,6 +4,10 @@ Requests on a connection are answered strictly in order: a parsed request waits 
 queue until the response before it is finished. Reading pauses when unread body bytes
 pass the high-water mark or too many requests are queued, so memory per connection stays
 bounded whatever the caller sends.
+
+An upgrade request (`Upgrade` + `Connection: upgrade`) is the last request parsed on a
+connection; the bytes after its head go to a Tunnel (server_tunnel.py), which its
+handler may take over with `Reply.switch_protocols`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from proxy.http.server_parse import Refusal, Rejected, RequestParser
 from proxy.http.server_reply import Reply, error_response
 from proxy.http.server_state import ServerState, log
 from proxy.http.server_timer import HEADER, IDLE, Deadline
+from proxy.http.server_tunnel import Tunnel
 
 if TYPE_CHECKING:
     from asyncio import Future, Task
@@ -61,6 +66,7 @@ class HttpConnection(asyncio.Protocol):
         "_reply",
         "_stopping",
         "_timer",
+        "_tunnel",
         "loop",
         "state",
         "transport",
@@ -97,6 +103,7 @@ class HttpConnection(asyncio.Protocol):
         self.write_paused = False
         self._drain_waiter: Future[None] | None = None
         self._timer = Deadline(state.loop, self._deadline_passed)
+        self._tunnel: Tunnel | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -115,6 +122,8 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._input_done:
+            if self._tunnel is not None:
+                self._tunnel_received(data)
             return
         if len(data) <= _SLICE or self._parsing is not None:
             self._feed(data)
@@ -136,6 +145,8 @@ class HttpConnection(asyncio.Protocol):
         self._queue.clear()
         self._backlog = None
         self._pending_error = None
+        if self._tunnel is not None:
+            self._tunnel.end()
         self._wake_writers()
 
     def pause_writing(self) -> None:
@@ -197,8 +208,12 @@ class HttpConnection(asyncio.Protocol):
         self._body_fed = 0
         try:
             head.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
             self._input_done = True
+            self._tunnel = Tunnel(self)
+            offset: int = upgrade.args[0]
+            if offset < len(data):
+                self._tunnel_received(data[offset:])
             return
         except httptools.HttpParserError:
             self._parse_failed()
@@ -239,6 +254,8 @@ class HttpConnection(asyncio.Protocol):
                 return
             self._feed(view[start : start + _SLICE])
             start += _SLICE
+        if self._tunnel is not None and start < size:
+            self._tunnel_received(view[start:])  # what followed the upgrade head's slice
 
     def _parse_failed(self) -> None:
         if self._input_done:
@@ -263,6 +280,22 @@ class HttpConnection(asyncio.Protocol):
             self._pending_error = (status, code, message)
         if self._active is None and not self._queue:
             self._advance()
+
+    def _tunnel_received(self, data: bytes | memoryview) -> None:
+        tunnel = self._tunnel
+        assert tunnel is not None
+        # Counted with body bytes: the same high-water mark pauses reading.
+        size = len(data)
+        tunnel.feed(bytes(data))
+        buffered = self._buffered + size
+        self._buffered = buffered
+        if buffered > self._high_water:
+            self._pause_reading()
+
+    @property
+    def tunnel(self) -> Tunnel | None:
+        """The bytes after an upgrade request's head, once one was parsed."""
+        return self._tunnel
 
     def _discard(self, request: Request, size: int) -> None:
         left = request._discard_left - size
@@ -420,6 +453,10 @@ class HttpConnection(asyncio.Protocol):
     @property
     def reading_paused(self) -> bool:
         return self._reading_paused
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # --- timers and closing -------------------------------------------------------------
 

@@ -119,7 +119,8 @@ class RequestParser:
         coding = self._transfer_encoding
         length: int | None = None
         if upgrade:
-            # No tunnels: answered as a bodyless request, then the connection closes.
+            # Bodyless: what follows the head belongs to the new protocol (or, if the
+            # handler does not switch, is dropped with the connection after the answer).
             body_exists = False
         elif coding is not None:
             if version == (1, 0):
@@ -144,6 +145,9 @@ class RequestParser:
                 body_exists,
                 parser.should_keep_alive() and not upgrade,
                 self._expect and body_exists and version == (1, 1),
+                # llhttp flags CONNECT as an upgrade too; only `Upgrade` + `Connection:
+                # upgrade` asks to switch protocols.
+                upgrade and method != b"CONNECT",
             )
         )
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from proxy.http.server_connection import HttpConnection
     from proxy.http.server_request import Request
+    from proxy.http.server_tunnel import Tunnel
 
 
 class ClientDisconnected(ConnectionResetError):
@@ -240,6 +241,27 @@ class Reply:
             return
         conn.transport.write(head + body if self._sends_body and body else head)
         conn.response_done(self)
+
+    def switch_protocols(self, headers: Sequence[tuple[str, str]]) -> Tunnel:
+        """Answer an upgrade request with `101 Switching Protocols` and hand back the
+        connection's raw bytes. `headers` name the new protocol (`Upgrade`, ...); the
+        server adds `Connection: Upgrade`. The connection closes when the handler returns
+        (an upgrade request is the last one read on its connection).
+        """
+        tunnel = self._conn.tunnel
+        if not self._request.upgrade or tunnel is None:
+            raise RuntimeError("the request did not ask to switch protocols")
+        lines, _, has_date = self._begin(101, headers, None)
+        lines.append("Connection: Upgrade\r\n")
+        if not has_date:
+            lines.append(_date.current())
+        lines.append("\r\n")
+        head = _encode(lines)
+        self.started = True
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        self._conn.transport.write(head)
+        return tunnel
 
     # --- body ---------------------------------------------------------------------------
 

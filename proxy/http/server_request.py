@@ -112,6 +112,7 @@ class Request:
         "method",
         "raw_path",
         "remote",
+        "upgrade",
         "version",
     )
 
@@ -127,6 +128,7 @@ class Request:
         body_exists: bool,
         keep_alive: bool,
         expect_continue: bool,
+        upgrade: bool = False,
     ) -> None:
         self.method = method
         self.raw_path = raw_path
@@ -136,6 +138,9 @@ class Request:
         self.content_length = content_length
         self.body_exists = body_exists
         self.keep_alive = keep_alive
+        # The caller asked to switch protocols (`Upgrade` with `Connection: upgrade`):
+        # the handler may answer with `Reply.switch_protocols` and tunnel the connection.
+        self.upgrade = upgrade
         self._conn = conn
         self._expect_continue = expect_continue
         self._chunks: deque[bytes] | None = None
