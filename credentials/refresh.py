@@ -18,7 +18,8 @@ The path of one refresh, each step guarding against a different race:
 6. **Failure lifecycle.** `invalid_grant` first re-reads (a duplicate refresh racing a
    rotation elsewhere is absorbed, not reported); permanent refusals mark the connection
    as needing re-authorisation; transient ones back off exponentially; a success clears
-   the state.
+   the state. An optional listener (auth webhooks) hears of each recorded failure and of
+   each success that ends a failing state.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from credentials.change_waiters import ChangeWaiters
 from credentials.expiry import stored_expiry
@@ -82,6 +84,19 @@ class RefreshFailed(RefreshError):
     """This attempt failed for a reason that may pass (provider down, network, timeout)."""
 
 
+class RefreshListener(Protocol):
+    """Hears about refresh outcomes the connection's owner cares about (auth webhooks).
+
+    Called after the outcome is stored: a failure once it is recorded, a recovery once
+    a success has cleared a failing state. Its errors are logged, never raised."""
+
+    async def refresh_failed(
+        self, connection: Connection, *, auth_mode: str, error_description: str
+    ) -> None: ...
+
+    async def refresh_recovered(self, connection: Connection, *, auth_mode: str) -> None: ...
+
+
 class Refresher:
     def __init__(
         self,
@@ -92,6 +107,7 @@ class Refresher:
         settings: RefreshSettings | None = None,
         *,
         clock: Clock = time.time,
+        listener: RefreshListener | None = None,
     ) -> None:
         self._store = store
         self._locks = locks
@@ -99,6 +115,7 @@ class Refresher:
         self._waiters = waiters
         self._settings = settings or RefreshSettings()
         self._clock = clock
+        self._listener = listener
         self._flights: dict[int, asyncio.Task[Connection]] = {}
         # Attempts and outcomes by (credential type, outcome); also reported to the
         # process's observer, which exports them as metrics.
@@ -239,10 +256,12 @@ class Refresher:
         try:
             grant = await renew(request)
         except GrantError as error:
-            return await self._failed(current, error)
-        return await self._persist(current, grant, held)
+            return await self._failed(current, provider, error)
+        return await self._persist(current, provider, grant, held)
 
-    async def _persist(self, current: Connection, grant: Grant, held: Lease) -> Connection:
+    async def _persist(
+        self, current: Connection, provider: Provider, grant: Grant, held: Lease
+    ) -> Connection:
         if held.lost:
             log.warning(
                 "refresh lease lost during the token call; relying on compare-and-set",
@@ -254,13 +273,17 @@ class Refresher:
         )
         if updated is not None:
             self._count(current, "refreshed")
+            if current.refresh.failures > 0 or current.refresh.needs_reauth:
+                await self._tell_recovered(updated, provider)
             return updated
         # Someone wrote in between (a re-authorisation, or a refresh whose lease we
         # outlived): theirs is newer; ours must not replace it.
         self._count(current, "superseded")
         return await self._reread(current)
 
-    async def _failed(self, current: Connection, error: GrantError) -> Connection:
+    async def _failed(
+        self, current: Connection, provider: Provider, error: GrantError
+    ) -> Connection:
         if error.reason == "invalid_grant":
             rotated = await self._rotated_elsewhere(current)
             if rotated is not None:
@@ -287,6 +310,7 @@ class Refresher:
                 "status": error.status,
             },
         )
+        await self._tell_failed(recorded, provider, error)
         if error.permanent:
             raise NeedsReauthorization(_reauth_message(error.reason), reason=error.reason)
         if still_valid(current, now):
@@ -296,6 +320,26 @@ class Refresher:
             reason=error.reason,
             retry_after=None if retry_at is None else retry_at / 1000 - now,
         )
+
+    async def _tell_failed(
+        self, connection: Connection, provider: Provider, error: GrantError
+    ) -> None:
+        if self._listener is None:
+            return
+        try:
+            await self._listener.refresh_failed(
+                connection, auth_mode=provider.auth_mode, error_description=str(error)
+            )
+        except Exception as failure:
+            log.warning("refresh listener failed: %s", type(failure).__name__)
+
+    async def _tell_recovered(self, connection: Connection, provider: Provider) -> None:
+        if self._listener is None:
+            return
+        try:
+            await self._listener.refresh_recovered(connection, auth_mode=provider.auth_mode)
+        except Exception as failure:
+            log.warning("refresh listener failed: %s", type(failure).__name__)
 
     async def _rotated_elsewhere(self, current: Connection) -> Connection | None:
         """A newer version written by another process within the grace period, if any.

@@ -25,6 +25,7 @@ from credentials.providers import Catalogue, load_catalogue
 from credentials.redis_client import open_redis
 from credentials.refresh import Refresher, RefreshSettings
 from credentials.store import SqlStore, open_store
+from credentials.webhooks import AuthWebhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,9 @@ class CoreServices:
     redis: redis.Redis | None = None
     connection_cache: ConnectionCache | None = None
     """The shared Redis tier of connection rows; None without REDIS_URL."""
+    webhooks: AuthWebhooks | None = None
+    """Queues auth webhooks in the store's outbox (the refresher reports to it); a role
+    that delivers them runs `webhooks.sender()`."""
 
     async def close(self) -> None:
         # The cache first: its pending tombstones publish their events through the bridge.
@@ -91,12 +95,14 @@ async def open_core(settings: CoreSettings, keyring: Keyring) -> CoreServices:
         connection_cache = ConnectionCache(client, store, prefix=settings.redis_prefix)
         _invalidate_before_publishing(changes, connection_cache)
     token_http = TokenHttp(allow_private=settings.allow_private_upstreams)
+    webhooks = AuthWebhooks(store, allow_private=settings.allow_private_upstreams)
     refresher = Refresher(
         store,
         _refresh_locks(store, client, settings.redis_prefix),
         token_http,
         waiters,
         RefreshSettings(margin=settings.refresh_margin),
+        listener=webhooks,
     )
     return CoreServices(
         settings,
@@ -109,6 +115,7 @@ async def open_core(settings: CoreSettings, keyring: Keyring) -> CoreServices:
         bridge,
         client,
         connection_cache,
+        webhooks=webhooks,
     )
 
 
