@@ -125,6 +125,7 @@ async def start_serve(
     running = Running(port=0, core=core, plane=plane, _closers=[core.close, plane.close])
     try:
         app = _management_app(core, management)
+        await _deliver_webhooks(core, running)
         socket_dir = Path(tempfile.mkdtemp(prefix="authgate-"))
         running._closers.append(_remover(socket_dir))
         # The front drains the callers; by the time this runner cleans up, nothing of
@@ -157,6 +158,7 @@ async def start_management(
     running = Running(port=0, core=core, _closers=[core.close])
     try:
         app = _management_app(core, management)
+        await _deliver_webhooks(core, running)
         # The drain of this role is aiohttp's: the listener closes, then in-flight
         # handlers get the shutdown timeout.
         runner = web.AppRunner(
@@ -284,6 +286,16 @@ async def _ready(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     body, content_type = await metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _deliver_webhooks(core: CoreServices, running: Running) -> None:
+    """The roles with the management API deliver the auth webhooks every process queues
+    (the outbox is shared through the store; several senders never send one row twice)."""
+    if core.webhooks is None:
+        return
+    sender = core.webhooks.sender()
+    await sender.start()
+    running._closers.append(sender.close)
 
 
 def _server_limits(serving: ServingSettings) -> ServerLimits:

@@ -16,18 +16,22 @@ from credentials.database import StoreUnavailable
 from credentials.runtime import CoreServices
 from management.auth import authenticate, session_mode
 from management.errors import ApiError, error_response, store_unavailable_response
-from management.request_context import CORE, SETTINGS
+from management.request_context import AUTH_EVENTS, CORE, SETTINGS
 from management.routes import (
     activity,
     connect,
+    connect_page,
     connections,
+    environment_settings,
     environment_variables,
     integrations,
     metadata,
+    oauth,
     openapi,
     providers,
 )
 from management.settings import ManagementSettings
+from management.websocket import install_websocket
 
 log = logging.getLogger("authgate.management")
 
@@ -51,10 +55,17 @@ def add_management_routes(
         connections,
         activity,
         connect,
+        connect_page,
+        environment_settings,
         environment_variables,
+        oauth,
         openapi,
     ):
         routes.add_routes(app.router)
+    install_websocket(app, core)
+    if core.webhooks is not None:
+        # The flows report connection outcomes as auth webhooks.
+        app[AUTH_EVENTS] = core.webhooks
 
 
 @web.middleware

@@ -489,12 +489,27 @@ def _problem(response: Response, *, must_reach_upstream: bool, is_proxy: bool) -
             return None
         return f"{status} (server error)"
     if 400 <= status < 500:
+        if _is_popup_error_page(response):
+            return None
         code = _envelope_code(response)
         if code is None:
             return f"{status} without authgate's JSON error envelope"
         if response.headers.get(ERROR_HEADER, [None])[-1] != code:
             return f"{status} {code} without `{ERROR_HEADER}: {code}`"
     return None
+
+
+def _is_popup_error_page(response: Response) -> bool:
+    """The OAuth routes answer a browser popup: their errors are the callback page, HTML
+    that names the error type (as documented), not a JSON envelope."""
+    content_type = next(
+        (values[-1] for name, values in response.headers.items() if name.lower() == "content-type"),
+        "",
+    )
+    return (
+        content_type.startswith("text/html")
+        and re.search(rb"Error type: [a-z_]+<", response.content) is not None
+    )
 
 
 def _envelope_code(response: Response) -> str | None:
