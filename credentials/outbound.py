@@ -40,6 +40,7 @@ import socket
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
@@ -265,3 +266,22 @@ class GuardedResolver(AbstractResolver):
     async def close(self) -> None:
         if self._resolver is not None:
             await self._resolver.close()
+
+
+# Resolver answers are reused this long by the guarded sessions (they re-check each one).
+GUARDED_DNS_CACHE_SECONDS = 30
+
+
+def guarded_session(*, allow_private: bool, connect_timeout: float) -> aiohttp.ClientSession:
+    """A client session for server-side calls (token endpoints, webhooks): every address
+    it connects to passes the policy, no cookie is kept between calls, and only the
+    connect phase is bounded here (callers bound the rest)."""
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(allow_private=allow_private),
+        ttl_dns_cache=GUARDED_DNS_CACHE_SECONDS,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+    )

@@ -45,14 +45,15 @@ class ManagementSettings:
 def _checked_connect_ui_url(url: str) -> str:
     """An http(s) URL with a host and no query or fragment: the session token is appended
     as the query (`?session_token=`), so anything already there would garble the link."""
-    if not _is_http_url(url):
+    if not is_http_url(url):
         raise ConfigError(CONNECT_UI_URL_VARIABLE, "expected an http:// or https:// URL")
     if "?" in url or "#" in url:
         raise ConfigError(CONNECT_UI_URL_VARIABLE, "must not carry a query or a fragment")
     return url
 
 
-def _is_http_url(url: str) -> bool:
+def is_http_url(url: str) -> bool:
+    """An absolute http(s) URL with a host, a valid port and no whitespace or controls."""
     if any(character.isspace() or ord(character) < 0x20 for character in url):
         return False
     try:

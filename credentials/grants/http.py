@@ -25,10 +25,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from credentials.grants.base import GrantError
-from credentials.outbound import GuardedResolver, OutboundBlocked, check_url
+from credentials.outbound import OutboundBlocked, check_url, guarded_session
 
 MAX_RESPONSE_BYTES: Final = 1024 * 1024
-DNS_CACHE_SECONDS: Final = 30
 _CHUNK_BYTES: Final = 64 * 1024
 
 
@@ -120,14 +119,8 @@ class TokenHttp:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(allow_private=self.allow_private),
-                ttl_dns_cache=DNS_CACHE_SECONDS,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+            self._session = guarded_session(
+                allow_private=self.allow_private, connect_timeout=self._connect_timeout
             )
         return self._session
 

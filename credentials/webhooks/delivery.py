@@ -19,9 +19,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 from yarl import URL
 
-from credentials.outbound import GuardedResolver, OutboundBlocked, check_url
-
-DNS_CACHE_SECONDS = 30
+from credentials.outbound import OutboundBlocked, check_url, guarded_session
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +99,8 @@ class WebhookHttp:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(allow_private=self.allow_private),
-                ttl_dns_cache=DNS_CACHE_SECONDS,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+            self._session = guarded_session(
+                allow_private=self.allow_private, connect_timeout=self._connect_timeout
             )
         return self._session
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -25,6 +24,7 @@ from credentials.environment_settings import (
 from credentials.outbound import OutboundBlocked, check_url
 from management.params import add_lenient, reject_body, strict_query
 from management.request_context import CORE, ENVIRONMENT, json_body
+from management.settings import is_http_url
 from management.validation import Checker, type_name
 from management.webhook_urls import PRIVATE_ADDRESS, webhook_url_problem
 
@@ -148,21 +148,10 @@ def _callback_url(check: Checker, value: Any) -> str | None:
         message = f"Invalid input: expected string, received {type_name(value)}"
         check.add("invalid_type", message, ("callback_url",))
         return None
-    if len(value) > MAX_URL_LENGTH or not _is_http_url(value):
+    if len(value) > MAX_URL_LENGTH or not is_http_url(value):
         check.add("invalid_format", "Invalid URL", ("callback_url",))
         return None
     return value
-
-
-def _is_http_url(url: str) -> bool:
-    if any(character.isspace() or ord(character) < 0x20 for character in url):
-        return False
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises on a port that is not a number in range
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _generated(check: Checker, fields: dict[str, Any], name: str, *, nullable: bool) -> Any:
