@@ -36,13 +36,10 @@ from credentials.authorization.common import (
 from credentials.expiry import expiry_from_response, iso_expiry
 from credentials.grants.calls import (
     ClientCredentials,
-    basic_authorization,
-    body_client_fields,
     body_format,
-    build_call,
+    client_authenticated_call,
     complete_params,
     endpoint_url,
-    uses_basic_auth,
 )
 from credentials.grants.http import TokenCall, TokenReply
 from credentials.grants.oauth2 import metadata, token_source
@@ -215,16 +212,12 @@ def code_exchange_call(
     params.update(grant_type=CODE_GRANT, code=code, redirect_uri=redirect_uri)
     if code_verifier is not None:
         params["code_verifier"] = code_verifier
-    headers = {"Accept": "application/json"}
-    if uses_basic_auth(definition):
-        headers["Authorization"] = basic_authorization(client)
-    else:
-        params.update(body_client_fields(client))
-    return build_call(
+    return client_authenticated_call(
         endpoint_url(provider, CREDENTIAL_TYPE, draft),
         params,
+        definition,
+        client,
         encoding=body_format(definition, allowed=_JSON_OR_FORM),
-        headers=headers,
     )
 
 

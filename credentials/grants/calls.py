@@ -205,6 +205,24 @@ def build_call(
     return TokenCall(method, url, all_headers, form_encode(params).encode("ascii"))
 
 
+def client_authenticated_call(
+    url: str,
+    params: JsonDict,
+    definition: Mapping[str, Any],
+    client: ClientCredentials,
+    *,
+    encoding: str,
+) -> TokenCall:
+    """A token call carrying the client's credentials where the provider wants them: a
+    Basic header (`token_request_auth_method: basic`) or fields of the body."""
+    headers = {"Accept": "application/json"}
+    if uses_basic_auth(definition):
+        headers["Authorization"] = basic_authorization(client)
+    else:
+        params.update(body_client_fields(client))
+    return build_call(url, params, encoding=encoding, headers=headers)
+
+
 def form_encode(params: Mapping[str, Any]) -> str:
     pairs: list[tuple[str, str]] = []
     for key, value in params.items():

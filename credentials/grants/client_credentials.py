@@ -14,14 +14,11 @@ from credentials.expiry import expiry_from_response, iso_expiry
 from credentials.grants.base import Grant, GrantRequest, misconfigured
 from credentials.grants.calls import (
     ClientCredentials,
-    basic_authorization,
-    body_client_fields,
     body_format,
-    build_call,
+    client_authenticated_call,
     client_from,
     complete_params,
     endpoint_url,
-    uses_basic_auth,
 )
 from credentials.grants.http import TokenCall, TokenReply
 from credentials.grants.responses import decoded_or_error, missing_token, text_at
@@ -74,16 +71,12 @@ def client_credentials_call(
     scope = scope_text(connection, integration, definition)
     if scope:
         params["scope"] = scope
-    headers = {"Accept": "application/json"}
-    if uses_basic_auth(definition):
-        headers["Authorization"] = basic_authorization(client)
-    else:
-        params.update(body_client_fields(client))
-    return build_call(
+    return client_authenticated_call(
         endpoint_url(provider, CREDENTIAL_TYPE, connection),
         params,
+        definition,
+        client,
         encoding=body_format(definition),
-        headers=headers,
     )
 
 

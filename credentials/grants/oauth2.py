@@ -14,14 +14,11 @@ from credentials.expiry import expiry_from_response, iso_expiry
 from credentials.grants.base import Grant, GrantError, GrantRequest, misconfigured
 from credentials.grants.calls import (
     ClientCredentials,
-    basic_authorization,
-    body_client_fields,
     body_format,
-    build_call,
+    client_authenticated_call,
     client_from,
     complete_params,
     endpoint_url,
-    uses_basic_auth,
 )
 from credentials.grants.http import TokenCall, TokenReply
 from credentials.grants.responses import at_path, decoded_or_error, missing_token, text_at
@@ -71,16 +68,12 @@ def refresh_call(connection: Connection, integration: Integration, provider: Pro
     params = refresh_params(definition, values)
     params["grant_type"] = "refresh_token"
     params["refresh_token"] = refresh_token
-    headers = {"Accept": "application/json"}
-    if uses_basic_auth(definition):
-        headers["Authorization"] = basic_authorization(client)
-    else:
-        params.update(body_client_fields(client))
-    return build_call(
+    return client_authenticated_call(
         endpoint_url(provider, CREDENTIAL_TYPE, connection),
         params,
+        definition,
+        client,
         encoding=body_format(definition, allowed=_JSON_OR_FORM),
-        headers=headers,
     )
 
 
