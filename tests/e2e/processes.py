@@ -209,28 +209,28 @@ async def proxy_processes(
     """`count` `authgate proxy` processes sharing `environ`, each on its own port, all
     ready before this yields; all stopped on exit, at once (each may need its grace)."""
     started: list[ProxyProcess] = []
+    children: list[ChildProcess] = []
     try:
         for index in range(count):
-            port = free_port()
-            env = child_environment(
-                {**environ, "AUTHGATE_HOST": "127.0.0.1", "AUTHGATE_PORT": str(port)}
+            # Port 0: each process binds a port the kernel picks and prints it, so no
+            # other test can take the port between choosing and binding it.
+            env = child_environment({**environ, "AUTHGATE_HOST": "127.0.0.1", "AUTHGATE_PORT": "0"})
+            children.append(
+                start_child(
+                    f"proxy-{index}",
+                    [authgate_command(), "proxy", "--workers", "1"],
+                    log_dir=log_dir,
+                    env=env,
+                )
             )
-            child = start_child(
-                f"proxy-{index}",
-                [authgate_command(), "proxy", "--workers", "1"],
-                log_dir=log_dir,
-                env=env,
-            )
-            started.append(ProxyProcess(child, URL(f"http://127.0.0.1:{port}")))
-        await asyncio.gather(
-            *(
-                wait_for_output(proxy.child, f"proxy ready on http://127.0.0.1:{proxy.url.port}")
-                for proxy in started
-            )
-        )
+        ready = "proxy ready on http://127.0.0.1:"
+        await asyncio.gather(*(wait_for_output(child, ready) for child in children))
+        for child in children:
+            port = child.output().split(ready, 1)[1].split()[0]
+            started.append(ProxyProcess(child, URL(f"http://127.0.0.1:{int(port)}")))
         yield started
     finally:
-        await asyncio.gather(*(stop_child(proxy.child) for proxy in started))
+        await asyncio.gather(*(stop_child(child) for child in children))
 
 
 def reports(children: Sequence[ChildProcess], hide: LineFilter | None = None) -> str:
