@@ -14,11 +14,13 @@ from aiohttp import web
 
 from credentials.database import StoreUnavailable
 from credentials.runtime import CoreServices
-from management.auth import authenticate, session_mode
+from management.auth import SessionMode, authenticate, session_mode
+from management.cors import allow_browsers, is_preflight, preflight_response
 from management.errors import ApiError, error_response, store_unavailable_response
 from management.request_context import AUTH_EVENTS, CORE, SETTINGS
 from management.routes import (
     activity,
+    api_auth,
     connect,
     connect_page,
     connections,
@@ -59,6 +61,7 @@ def add_management_routes(
         environment_settings,
         environment_variables,
         oauth,
+        api_auth,
         openapi,
     ):
         routes.add_routes(app.router)
@@ -72,8 +75,16 @@ def add_management_routes(
 async def management_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/proxy"):
         return await handler(request)
+    if is_preflight(request):
+        return await preflight_response(request)
+    mode = session_mode(handler)
+    response = await _answer(request, handler, mode)
+    allow_browsers(response, mode)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler, mode: SessionMode) -> web.StreamResponse:
     try:
-        mode = session_mode(handler)
         if request.path not in _PUBLIC_PATHS and mode != "public":
             _check_content_type(request)
             await authenticate(request, mode)

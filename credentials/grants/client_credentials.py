@@ -71,6 +71,7 @@ def client_credentials_call(
     scope = scope_text(connection, integration, definition)
     if scope:
         params["scope"] = scope
+    params.update(authorization_params(connection))
     return client_authenticated_call(
         endpoint_url(provider, CREDENTIAL_TYPE, connection),
         params,
@@ -78,6 +79,15 @@ def client_credentials_call(
         client,
         encoding=body_format(definition),
     )
+
+
+def authorization_params(connection: Connection) -> JsonDict:
+    """`connection_config.authorization_params` (a connect session's defaults, kept at
+    creation): fields of the token request that win over the provider's."""
+    given = (connection.connection_config or {}).get("authorization_params")
+    if not isinstance(given, Mapping):
+        return {}
+    return {str(key): value for key, value in given.items() if isinstance(value, str)}
 
 
 def scope_text(
