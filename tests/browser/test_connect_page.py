@@ -29,6 +29,8 @@ from tests.browser.conftest import (
 from tests.log_scan import SecretRegistry
 
 API_KEY_VALUE = "ak_browser-test-value"
+BASIC_PASSWORD = "browser-basic-password"
+REFUSED_KEY = "refused-browser-key"
 NARROW: ViewportSize = {"width": 320, "height": 640}
 
 # The application page of the embedding tests: it frames the Connect page the way
@@ -278,7 +280,7 @@ async def test_keyboard_alone_reaches_the_form_and_errors_are_announced(
     assert_page_behaved(log, secret_registry, session.token)
 
 
-async def test_api_key_form_sends_the_documented_request(
+async def test_api_key_form_sends_the_documented_request_and_connects(
     gate_with_integrations: Gate,
     page: Page,
     log: BrowserLog,
@@ -307,17 +309,75 @@ async def test_api_key_form_sends_the_documented_request(
     assert headers["content-type"] == "application/json"
     assert "authorization" not in headers
 
-    # Whatever the server answers, the page shows it: the success screen, or its message.
     response = await request.response()
     assert response is not None
-    if response.ok:
-        await expect_heading(page, "Connected")
-    else:
-        message = (await response.json())["error"]["message"]
-        await expect(page.locator(".problem")).to_have_text(message)
-        await expect(page.get_by_role("button", name="Connect")).to_be_enabled()
-    await screenshots.take(page, "after-submit")
+    assert response.ok, await response.text()
+    await expect_heading(page, "Connected")
+    await screenshots.take(page, "connected")
+    answer = await response.json()
+    assert answer["providerConfigKey"] == "acme-keys"
+    connection = await gate_with_integrations.connection("acme-keys", answer["connectionId"])
+    assert connection["credentials"]["apiKey"] == API_KEY_VALUE
+    assert connection["connection_config"] == {"subdomain": "my-team"}
+    assert connection["end_user"]["id"] == "user-1"
     secret_registry.add(API_KEY_VALUE, "API key typed into the form")
+    assert_page_behaved(log, secret_registry, session.token)
+
+
+async def test_basic_form_connects(
+    gate_with_integrations: Gate,
+    page: Page,
+    log: BrowserLog,
+    screenshots: Screenshots,
+    secret_registry: SecretRegistry,
+) -> None:
+    session = await gate_with_integrations.connect_session()
+    await open_list(page, session.connect_link)
+    await page.get_by_role("button", name="Acme Legacy").click()
+    await page.get_by_label("Username").fill("ann")
+    await page.get_by_label("Password").fill(BASIC_PASSWORD)
+    await screenshots.take(page, "basic-form")
+    async with page.expect_response(lambda r: "/api-auth/basic/" in r.url) as captured:
+        await page.get_by_role("button", name="Connect").click()
+    response = await captured.value
+    assert response.ok, await response.text()
+    await expect_heading(page, "Connected")
+    answer = await response.json()
+    connection = await gate_with_integrations.connection("acme-basic", answer["connectionId"])
+    assert connection["credentials"]["username"] == "ann"
+    assert connection["credentials"]["password"] == BASIC_PASSWORD
+    secret_registry.add(BASIC_PASSWORD, "password typed into the form")
+    assert_page_behaved(log, secret_registry, session.token)
+
+
+async def test_a_key_the_provider_refuses_is_shown_and_can_be_corrected(
+    gate_with_integrations: Gate,
+    page: Page,
+    log: BrowserLog,
+    screenshots: Screenshots,
+    secret_registry: SecretRegistry,
+) -> None:
+    gate = gate_with_integrations
+    await gate.call(
+        "POST", "/integrations", {"unique_key": "acme-checked", "provider": "acme-checked"}
+    )
+    session = await gate.connect_session(allowed=["acme-checked"])
+    await page.goto(session.connect_link)
+    await expect_heading(page, "Connect Acme Checked")
+    await page.get_by_label("API key").fill(REFUSED_KEY)
+    async with page.expect_response(lambda r: "/api-auth/api-key/" in r.url) as captured:
+        await page.get_by_role("button", name="Connect").click()
+    response = await captured.value
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "connection_test_failed"
+    assert "GET /api/me answered 401" in error["message"]
+    await expect(page.locator(".problem")).to_have_text(error["message"])
+    await expect(page.get_by_role("button", name="Connect")).to_be_enabled()
+    await expect(page.get_by_label("API key")).to_have_value(REFUSED_KEY)  # kept to correct
+    await screenshots.take(page, "refused-key")
+    assert await gate.connections() == []
+    secret_registry.add(REFUSED_KEY, "API key typed into the form")
     assert_page_behaved(log, secret_registry, session.token)
 
 
@@ -628,4 +688,35 @@ async def test_embedded_oauth_refusal_is_shown_and_reported(
     assert error["errorType"] == "callback_err"
     await expect(problem).to_have_text(error["errorMessage"])
     assert await gate.connections() == []
+    assert_page_behaved(log, secret_registry, session.token)
+
+
+async def test_embedded_api_key_form_tells_the_parent_the_connection(
+    gate_with_integrations: Gate,
+    application: Callable[[str], str],
+    page: Page,
+    log: BrowserLog,
+    screenshots: Screenshots,
+    secret_registry: SecretRegistry,
+) -> None:
+    gate = gate_with_integrations
+    session = await gate.connect_session()
+    frame = await open_embedded(page, application, gate)
+    await page.evaluate(
+        "(token) => window.post({type: 'session_token', sessionToken: token})", session.token
+    )
+    await frame.get_by_role("button", name="Acme Keys").click()
+    await frame.get_by_label("Acme subdomain").fill("embedded")
+    await frame.get_by_label("Acme API key").fill(API_KEY_VALUE)
+    await frame.get_by_role("button", name="Connect").click()
+    await expect_heading(frame, "Connected")
+    await screenshots.take(page, "embedded-api-key-connected")
+
+    events: list[dict[str, Any]] = await page.evaluate("window.events")
+    assert [event["type"] for event in events] == ["ready", "connect"]
+    payload = events[1]["payload"]
+    assert payload["providerConfigKey"] == "acme-keys"
+    connection = await gate.connection("acme-keys", payload["connectionId"])
+    assert connection["connection_config"] == {"subdomain": "embedded"}
+    secret_registry.add(API_KEY_VALUE, "API key typed into the form")
     assert_page_behaved(log, secret_registry, session.token)
