@@ -150,7 +150,9 @@
     const allowed = session.allowed_integrations;
     state.session = session;
     state.providers = new Map(providers);
-    state.integrations = listed.filter((item) => !Array.isArray(allowed) || allowed.includes(item.unique_key));
+    state.integrations = listed
+      .filter((item) => !Array.isArray(allowed) || allowed.includes(item.unique_key))
+      .sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
     state.theme ??= session.connectUISettings?.defaultTheme;
     applyTheme();
     if (state.integrations.length === 1) choose(state.integrations[0], false);

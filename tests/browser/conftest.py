@@ -310,6 +310,22 @@ async def page_and_log(browser: Browser) -> AsyncIterator[tuple[Page, BrowserLog
         await context.close()
 
 
+@pytest.fixture
+def page(page_and_log: tuple[Page, BrowserLog]) -> Page:
+    return page_and_log[0]
+
+
+@pytest.fixture
+def log(page_and_log: tuple[Page, BrowserLog]) -> BrowserLog:
+    return page_and_log[1]
+
+
+@pytest.fixture
+async def gate_with_integrations(gate: Gate) -> Gate:
+    await gate.create_integrations()
+    return gate
+
+
 @dataclass(frozen=True, slots=True)
 class Screenshots:
     directory: Path

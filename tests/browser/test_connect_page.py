@@ -91,16 +91,6 @@ ACKNOWLEDGED = """() => window.received.some((m) =>
 
 
 @pytest.fixture
-async def page(page_and_log: tuple[Page, BrowserLog]) -> Page:
-    return page_and_log[0]
-
-
-@pytest.fixture
-def log(page_and_log: tuple[Page, BrowserLog]) -> BrowserLog:
-    return page_and_log[1]
-
-
-@pytest.fixture
 async def recorded(page: Page) -> Page:
     """The page, with every document of its context recording the messages it receives."""
     await page.context.add_init_script(RECORD_MESSAGES)
@@ -110,12 +100,6 @@ async def recorded(page: Page) -> Page:
 def register_provider_secrets(gate: Gate, registry: SecretRegistry) -> None:
     for value in gate.oauth.issued_secrets():
         registry.add(value, "fake provider code or token")
-
-
-@pytest.fixture
-async def gate_with_integrations(gate: Gate) -> Gate:
-    await gate.create_integrations()
-    return gate
 
 
 @pytest.fixture
@@ -181,7 +165,8 @@ async def test_link_lists_the_sessions_integrations_and_renders_forms(
     session = await gate_with_integrations.connect_session()
     await open_list(page, session.connect_link)
     names = await page.locator(".choice").all_inner_texts()
-    assert sorted(name.split("\n")[-1] for name in names) == INTEGRATION_NAMES
+    # Listed by name, as a person scans them (the API lists them by key).
+    assert [name.split("\n")[-1] for name in names] == INTEGRATION_NAMES
     # The token left the address bar (and the history) once read.
     assert "session_token" not in page.url
     await screenshots.take(page, "list")
@@ -525,6 +510,13 @@ async def open_embedded(page: Page, application: Callable[[str], str], gate: Gat
     return frame
 
 
+async def hand_token(page: Page, token: str) -> None:
+    """The application answers the frame's `ready` with the token, as openConnectUI does."""
+    await page.evaluate(
+        "(token) => window.post({type: 'session_token', sessionToken: token})", token
+    )
+
+
 @pytest.mark.parametrize("how", ["Escape", "close button"])
 async def test_embedded_page_takes_the_token_from_its_parent_and_closes(
     gate_with_integrations: Gate,
@@ -537,9 +529,7 @@ async def test_embedded_page_takes_the_token_from_its_parent_and_closes(
 ) -> None:
     session = await gate_with_integrations.connect_session()
     frame = await open_embedded(page, application, gate_with_integrations)
-    await page.evaluate(
-        "(token) => window.post({type: 'session_token', sessionToken: token})", session.token
-    )
+    await hand_token(page, session.token)
     await expect(frame.locator(".choice")).to_have_count(len(INTEGRATION_NAMES))
     await expect(frame.locator("#card")).to_have_attribute("role", "dialog")
     await screenshots.take(page, "embedded-list")
@@ -607,9 +597,7 @@ async def test_embedded_page_reports_a_failed_session_to_its_parent(
 ) -> None:
     never_issued = "nango_connect_session_" + "cd" * 32
     frame = await open_embedded(page, application, gate_with_integrations)
-    await page.evaluate(
-        "(token) => window.post({type: 'session_token', sessionToken: token})", never_issued
-    )
+    await hand_token(page, never_issued)
     await expect(frame.locator(".problem")).to_contain_text("expired or is not valid")
     events: list[dict[str, Any]] = await page.evaluate("window.events")
     assert events[0] == {"type": "ready"}
@@ -630,9 +618,7 @@ async def test_embedded_oauth_with_a_tenant_tells_the_parent_the_connection(
     gate = gate_with_integrations
     session = await gate.connect_session()
     frame = await open_embedded(page, application, gate)
-    await page.evaluate(
-        "(token) => window.post({type: 'session_token', sessionToken: token})", session.token
-    )
+    await hand_token(page, session.token)
     await frame.get_by_role("button", name="Acme Tenant").click()
     await frame.get_by_role("textbox", name="Tenant", exact=True).fill("north")
     await screenshots.take(page, "embedded-tenant-form")
@@ -673,9 +659,7 @@ async def test_embedded_oauth_refusal_is_shown_and_reported(
     gate.oauth.refusal = ("access_denied", "The user said no")
     session = await gate.connect_session()
     frame = await open_embedded(page, application, gate)
-    await page.evaluate(
-        "(token) => window.post({type: 'session_token', sessionToken: token})", session.token
-    )
+    await hand_token(page, session.token)
     await frame.get_by_role("button", name="Acme Cloud").click()
     problem = frame.locator(".problem")
     await expect(problem).not_to_be_empty()
@@ -702,9 +686,7 @@ async def test_embedded_api_key_form_tells_the_parent_the_connection(
     gate = gate_with_integrations
     session = await gate.connect_session()
     frame = await open_embedded(page, application, gate)
-    await page.evaluate(
-        "(token) => window.post({type: 'session_token', sessionToken: token})", session.token
-    )
+    await hand_token(page, session.token)
     await frame.get_by_role("button", name="Acme Keys").click()
     await frame.get_by_label("Acme subdomain").fill("embedded")
     await frame.get_by_label("Acme API key").fill(API_KEY_VALUE)

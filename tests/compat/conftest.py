@@ -17,14 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import fcntl
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -33,17 +28,16 @@ import pytest
 
 from tests.e2e.conftest import Authgate, Factory
 from tests.e2e.conftest import make_authgate as make_authgate
+from tests.npm_packages import PinnedPackage
 from tests.support import sqlite_database
 
 COMPAT_DIR: Final = Path(__file__).parent
 DRIVER: Final = COMPAT_DIR / "driver.mjs"
-PACKAGE: Final = "@nangohq/node"
-PINNED_VERSION: Final = "0.71.10"
-INSTALL_TIMEOUT: Final = 300.0
+CLIENT: Final = PinnedPackage(
+    COMPAT_DIR, "@nangohq/node", "0.71.10", lock_file=COMPAT_DIR / ".cache" / "install.lock"
+)
 SCENARIO_TIMEOUT: Final = 30.0
 PUBLIC_URL: Final = "https://gate.example.com"
-_STAMP: Final = COMPAT_DIR / "node_modules" / ".authgate-install-stamp"
-_LOCK_FILE: Final = COMPAT_DIR / ".cache" / "install.lock"
 
 
 class _Undefined:
@@ -192,87 +186,14 @@ class NodeClient:
         return outcomes
 
 
-# --- installing the client -----------------------------------------------------------------
-
-
-def _install_digest() -> str:
-    digest = hashlib.sha256()
-    for name in ("package.json", "package-lock.json"):
-        path = COMPAT_DIR / name
-        digest.update(name.encode() + b"\0")
-        digest.update(path.read_bytes() if path.exists() else b"<absent>")
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _installed_version() -> str | None:
-    manifest = COMPAT_DIR / "node_modules" / PACKAGE / "package.json"
-    try:
-        version = json.loads(manifest.read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return str(version)
-
-
-def _up_to_date() -> bool:
-    try:
-        stamp = _STAMP.read_text().strip()
-    except OSError:
-        return False
-    return stamp == _install_digest() and _installed_version() == PINNED_VERSION
-
-
-@contextmanager
-def _install_lock() -> Iterator[None]:
-    """One installer at a time (parallel pytest workers share the directory)."""
-    _LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK_FILE.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def install_client() -> None:
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"`{tool}` is not on PATH: the @nangohq/node compat tests need Node 20+")
-    with _install_lock():
-        if _up_to_date():
-            return
-        has_lock = (COMPAT_DIR / "package-lock.json").exists()
-        command = ["npm", "ci" if has_lock else "install", "--no-audit", "--no-fund"]
-        command += ["--ignore-scripts", "--loglevel=error"]
-        env = {**os.environ, "npm_config_update_notifier": "false"}
-        try:
-            done = subprocess.run(
-                command,
-                cwd=COMPAT_DIR,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=INSTALL_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"`{' '.join(command)}` did not finish in {INSTALL_TIMEOUT} s")
-        if done.returncode != 0:
-            pytest.fail(
-                f"`{' '.join(command)}` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-            )
-        version = _installed_version()
-        if version != PINNED_VERSION:
-            pytest.fail(f"installed {PACKAGE} is {version}, expected {PINNED_VERSION}")
-        _STAMP.write_text(_install_digest() + "\n")
-
-
 # --- fixtures --------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def nango_installed() -> None:
-    install_client()
+    if shutil.which("node") is None:
+        pytest.fail("`node` is not on PATH: the @nangohq/node compat tests need Node 20+")
+    CLIENT.install()
 
 
 @pytest.fixture
