@@ -2,7 +2,10 @@
 
 The client is the one stored on the connection (the end user typed it), else the
 integration's. `token_params.grant_type` may name a provider's variant (Zoom's
-`account_credentials`).
+`account_credentials`). The client authenticates as `token_request_auth_method` says:
+in the body (default), with a Basic header (`basic`), as `username`/`password` fields
+(`custom`), or with a JWT signed by its `client_private_key` (`private_key_jwt`,
+credentials/grants/client_assertion.py). mTLS is not supported yet.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from credentials.grants.base import Grant, GrantRequest, misconfigured
 from credentials.grants.calls import (
     ClientCredentials,
     body_format,
+    build_call,
     client_authenticated_call,
     client_from,
     complete_params,
     endpoint_url,
 )
+from credentials.grants.client_assertion import assertion_fields
 from credentials.grants.http import TokenCall, TokenReply
 from credentials.grants.responses import decoded_or_error, missing_token, text_at
 from credentials.models import Connection, Integration, JsonDict, Provider
@@ -30,13 +35,16 @@ DEFAULT_LIFETIME_SECONDS: Final = 55 * 60  # Nango's default when the answer giv
 TOKEN_PATHS: Final = ("access_token", "data.token", "jwt")
 # Stored alongside the token so the next grant can run again (mTLS material included).
 _KEPT_FIELDS: Final = ("client_certificate", "client_private_key")
-_AUTH_METHODS: Final = frozenset({None, "body", "basic"})
+_ACCEPT_JSON: Final = {"Accept": "application/json"}
+_AUTH_METHODS: Final = frozenset({None, "body", "basic", "custom", "private_key_jwt"})
 
 
 async def fetch(request: GrantRequest) -> Grant:
     connection, integration = request.connection, request.integration
     client = client_for(connection, integration)
-    call = client_credentials_call(connection, integration, request.provider, client)
+    call = client_credentials_call(
+        connection, integration, request.provider, client, now=request.now
+    )
     reply = await request.http.send(call)
     return issued(
         reply, connection, request.provider, now=request.now, secrets=[client.secret or ""]
@@ -58,6 +66,8 @@ def client_credentials_call(
     integration: Integration,
     provider: Provider,
     client: ClientCredentials,
+    *,
+    now: float,
 ) -> TokenCall:
     definition = provider.definition
     method = definition.get("token_request_auth_method")
@@ -72,13 +82,24 @@ def client_credentials_call(
     if scope:
         params["scope"] = scope
     params.update(authorization_params(connection))
-    return client_authenticated_call(
-        endpoint_url(provider, CREDENTIAL_TYPE, connection),
-        params,
-        definition,
-        client,
-        encoding=body_format(definition),
-    )
+    url = endpoint_url(provider, CREDENTIAL_TYPE, connection)
+    encoding = body_format(definition)
+    if method == "private_key_jwt":
+        key = _private_key(connection)
+        params.update(assertion_fields(client.client_id, key, url, now=now))
+        return build_call(url, params, encoding=encoding, headers=_ACCEPT_JSON)
+    if method == "custom":
+        # Providers that call their client a user (Nango's `custom` method).
+        params.update(username=client.client_id, password=client.secret or "")
+        return build_call(url, params, encoding=encoding, headers=_ACCEPT_JSON)
+    return client_authenticated_call(url, params, definition, client, encoding=encoding)
+
+
+def _private_key(connection: Connection) -> str:
+    key = (connection.credentials or {}).get("client_private_key")
+    if not isinstance(key, str) or not key.strip():
+        raise misconfigured("private_key_jwt needs the connection's client_private_key")
+    return key
 
 
 def authorization_params(connection: Connection) -> JsonDict:

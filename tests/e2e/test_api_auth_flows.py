@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
+import jwt.algorithms
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric import rsa
 from yarl import URL
 
 from credentials.environment_settings import EnvironmentSettingsStore
@@ -41,6 +44,9 @@ CLIENT_SECRET = "typed-client-secret-abcdef"
 HMAC_KEY = "typed-hmac-key-0123456789abcdef"
 PUBLIC_KEY = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 VERIFY_DATA = {"query": "{ viewer { id } }"}
+_CLIENT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+CLIENT_PUBLIC_KEY = _CLIENT_KEY.public_key()
+CLIENT_JWK = jwt.algorithms.RSAAlgorithm.to_jwk(_CLIENT_KEY)
 
 PROVIDERS = """
 typed-key:
@@ -83,6 +89,14 @@ typed-cc:
     token_url: http://127.0.0.1:${connectionConfig.port}/oauth/token
     token_params:
         audience: typed-api
+    proxy:
+        base_url: http://127.0.0.1:${connectionConfig.port}
+typed-cc-jwt:
+    display_name: Typed Client Assertion
+    docs: https://docs.example.com/typed-cc-jwt
+    auth_mode: OAUTH2_CC
+    token_url: http://127.0.0.1:${connectionConfig.port}/oauth/token
+    token_request_auth_method: private_key_jwt
     proxy:
         base_url: http://127.0.0.1:${connectionConfig.port}
 """
@@ -147,13 +161,29 @@ class TypedCredentialsApi:
         self.grants.append(form)
         if form.get("grant_type") != "client_credentials":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
-        if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
+        if not self._client_proven(form, str(request.url)):
             return web.json_response({"error": "invalid_client"}, status=401)
         token = f"cc-token-{uuid.uuid4().hex}"
         self.issued.append(token)
         return web.json_response(
             {"access_token": token, "expires_in": 3600, "token_type": "bearer"}
         )
+
+    def _client_proven(self, form: dict[str, str], token_url: str) -> bool:
+        """The client's secret, or an assertion signed with its private key."""
+        if "client_assertion" not in form:
+            return (form.get("client_id"), form.get("client_secret")) == (CLIENT_ID, CLIENT_SECRET)
+        try:
+            claims = jwt.decode(
+                form["client_assertion"],
+                CLIENT_PUBLIC_KEY,
+                algorithms=["RS256"],
+                audience=token_url,
+                issuer=CLIENT_ID,
+            )
+        except jwt.PyJWTError:
+            return False
+        return claims["sub"] == CLIENT_ID and form.get("client_id") == CLIENT_ID
 
     async def _other(self, request: web.Request) -> web.Response:
         seen = await self._record(request)
@@ -229,12 +259,13 @@ async def flows(
     providers = tmp_path / "typed-providers.yaml"
     providers.write_text(PROVIDERS)
     gate = await make_authgate(AUTHGATE_PROVIDERS_FILE=str(providers))
-    for key in ("typed-key", "typed-basic", "untested-key", "typed-cc"):
+    for key in ("typed-key", "typed-basic", "untested-key", "typed-cc", "typed-cc-jwt"):
         status, answer = await call(
             gate, "POST", "/integrations", body={"unique_key": key, "provider": key}
         )
         assert status == 200, answer
-    for value, name in ((API_KEY, "API key"), (PASSWORD, "password"), (CLIENT_SECRET, "secret")):
+    typed = {API_KEY: "API key", PASSWORD: "password", CLIENT_SECRET: "secret", CLIENT_JWK: "key"}
+    for value, name in typed.items():
         secret_registry.add(value, f"typed {name}")
     yield Flows(gate, api, server.port)
     for token in api.issued:
@@ -380,6 +411,26 @@ async def test_client_credentials_are_granted_once_and_work_through_the_proxy(
     assert "expires_at" in credentials
     assert connection.connection_config["authorization_params"] == {"audience": "from-session"}
     assert await proxied(flows, "typed-cc", answer["connectionId"]) == (200, {"ok": True})
+
+
+async def test_a_client_may_prove_itself_with_a_private_key_instead_of_a_secret(
+    flows: Flows,
+) -> None:
+    token = await flows.session_token()
+
+    status, answer = await flows.post(
+        "/oauth2/auth",
+        "typed-cc-jwt",
+        {"client_id": CLIENT_ID, "client_private_key": CLIENT_JWK},
+        connect_session_token=token,
+    )
+
+    assert status == 200, answer
+    [grant] = flows.api.grants
+    assert "client_secret" not in grant
+    connection = await flows.stored("typed-cc-jwt", answer["connectionId"])
+    assert connection.credentials["client_private_key"] == CLIENT_JWK
+    assert await proxied(flows, "typed-cc-jwt", answer["connectionId"]) == (200, {"ok": True})
 
 
 async def test_a_refused_client_is_a_grant_error_and_nothing_is_stored(flows: Flows) -> None:

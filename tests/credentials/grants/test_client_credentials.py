@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
+import jwt
+import jwt.algorithms
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from credentials.grants import GrantError, TokenHttp, renew
+from credentials.grants.client_assertion import ASSERTION_TYPE
 from credentials.grants.client_credentials import scope_list
 from tests.credentials.grants.fakes import (
     NOW,
@@ -20,6 +26,7 @@ from tests.credentials.grants.fakes import (
     grant_request,
     oauth_error,
     provider,
+    rsa_key,
 )
 
 STORED = {"type": "OAUTH2_CC", "client_id": "cc-id", "client_secret": "cc-secret"}
@@ -166,7 +173,14 @@ async def test_no_token_in_the_answer(server: TokenServer, http: TokenHttp) -> N
 @pytest.mark.parametrize(
     ("definition", "stored", "client"),
     [
+        # private_key_jwt without a key to sign with
         ({"token_request_auth_method": "private_key_jwt"}, STORED, None),
+        (
+            {"token_request_auth_method": "private_key_jwt"},
+            {**STORED, "client_private_key": '{"kty": "RSA", "n": "not a key"}'},
+            None,
+        ),
+        ({"token_request_auth_method": "client_secret_jwt"}, STORED, None),
         ({"require_client_certificate": True}, STORED, None),
         ({}, {"type": "OAUTH2_CC"}, None),
     ],
@@ -182,6 +196,82 @@ async def test_misconfigured(
         await renew(grant_request(http, cc_provider(server, **definition), stored, client=client))
     assert caught.value.reason == "misconfigured"
     assert server.received == []
+
+
+def assertion_endpoint(public_pem: str, token_url: str, *, kid: str | None) -> Handler:
+    """A token endpoint that accepts only a valid, fresh private_key_jwt assertion."""
+
+    async def handle(request: web.Request, received: Received) -> web.StreamResponse:
+        params = received.params()
+        if params.get("client_assertion_type") != ASSERTION_TYPE or "client_secret" in params:
+            return oauth_error("invalid_request", 400)
+        assertion = params.get("client_assertion", "")
+        try:
+            claims = jwt.decode(
+                assertion,
+                public_pem,
+                algorithms=["RS256"],
+                audience=token_url,
+                issuer="cc-id",
+                options={"verify_exp": False, "verify_iat": False},
+            )
+        except jwt.PyJWTError:
+            return oauth_error("invalid_client", 401)
+        fresh = claims["exp"] - claims["iat"] == 300 and claims["iat"] == int(NOW)
+        if claims["sub"] != "cc-id" or params.get("client_id") != "cc-id" or not fresh:
+            return oauth_error("invalid_client", 401)
+        if jwt.get_unverified_header(assertion).get("kid") != kid:
+            return oauth_error("invalid_client", 401)
+        if claims["jti"] in seen_ids:  # a replayed assertion
+            return oauth_error("invalid_client", 401)
+        seen_ids.append(claims["jti"])
+        return web.json_response({"access_token": f"assert-token-{len(seen_ids)}"})
+
+    seen_ids: list[str] = []
+    return handle
+
+
+@pytest.mark.parametrize("form", ["jwk", "pem"])
+async def test_private_key_jwt_signs_a_fresh_assertion(
+    server: TokenServer, http: TokenHttp, form: str
+) -> None:
+    private_pem, public_pem = rsa_key()
+    if form == "jwk":
+        key = load_pem_private_key(private_pem.encode(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key))
+        key_text, kid = json.dumps({**jwk, "kid": "key-2026"}), "key-2026"
+    else:
+        key_text, kid = private_pem, None
+    server.on("/cc", assertion_endpoint(public_pem, server.url("/cc"), kid=kid))
+    stored = {"type": "OAUTH2_CC", "client_id": "cc-id", "client_private_key": key_text}
+    provider = cc_provider(server, token_request_auth_method="private_key_jwt")
+
+    first = await renew(grant_request(http, provider, stored))
+    second = await renew(grant_request(http, provider, stored))
+
+    assert (first.credentials["token"], second.credentials["token"]) == (
+        "assert-token-1",
+        "assert-token-2",
+    )
+    assert first.credentials["client_private_key"] == key_text  # kept to sign the next one
+
+
+async def test_custom_method_sends_the_client_as_username_and_password(
+    server: TokenServer, http: TokenHttp
+) -> None:
+    async def handle(request: web.Request, received: Received) -> web.StreamResponse:
+        params = received.params()
+        if (params.get("username"), params.get("password")) != ("cc-id", "cc-secret"):
+            return oauth_error("invalid_client", 401)
+        if "client_secret" in params or "Authorization" in received.headers:
+            return oauth_error("invalid_request", 400)
+        return web.json_response({"access_token": "custom-token"})
+
+    server.on("/cc", handle)
+    provider = cc_provider(server, token_request_auth_method="custom")
+    grant = await renew(grant_request(http, provider, STORED))
+    assert grant.credentials["token"] == "custom-token"
 
 
 def test_scope_list() -> None:
