@@ -13,8 +13,11 @@ socket it holds. Each process has one pattern subscription (`<prefix>:ws:*`), ma
 start, rather than one subscription per socket: results are rare (one per
 authorisation), so the fan-out to every process costs nothing, and there is no window
 between a socket's ack and its own subscription in which its result could be missed.
-Pub/sub delivers at most once: a result published while a process is re-subscribing
-after a Redis outage does not reach its socket, which then closes when it times out.
+Pub/sub delivers at most once, and not at all to a process that is re-subscribing after
+a Redis outage. So a result that goes through Redis is also kept there for a while
+(`<prefix>:ws-result:<id>`, RESULT_TTL): each time a process's subscription is
+confirmed, it looks up the kept results of the sockets it holds and delivers those, so
+a browser waiting through a Redis blip still hears how its authorisation ended.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ _POLL_SECONDS = 0.5
 _RECONNECT_FIRST_DELAY = 0.2
 _RECONNECT_MAX_DELAY = 5.0
 _STARTUP_SUBSCRIBE_WAIT = 1.0
+RESULT_TTL = 120
+"""Seconds a result published through Redis is kept for a process that missed it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,7 @@ class Publisher:
     ) -> None:
         self._redis = redis_client
         self._channel_prefix = f"{prefix}:ws:"
+        self._result_prefix = f"{prefix}:ws-result:"
         self._limits = limits or SocketLimits()
         self._sockets: dict[str, web.WebSocketResponse] = {}
         self._open = 0
@@ -210,7 +216,10 @@ class Publisher:
             log.debug("result for a socket not held here dropped (no Redis to look further)")
             return
         try:
-            await self._redis.publish(self._channel_prefix + client_id, text)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(self._result_prefix + client_id, text, ex=RESULT_TTL)
+                pipe.publish(self._channel_prefix + client_id, text)
+                await pipe.execute()
         except (RedisError, OSError) as failure:
             log.warning(
                 "could not publish an authorisation result to the other processes",
@@ -276,15 +285,43 @@ class Publisher:
                     continue
                 kind = message.get("type")
                 if kind == "psubscribe":
-                    # Confirmed by Redis: nothing published from now on is missed.
+                    # Confirmed by Redis: nothing published from now on is missed, and
+                    # what was published before is kept.
+                    await self._deliver_kept_results()
                     self.subscribed.set()
                 elif kind == "pmessage":
                     await self._receive(message["channel"], message["data"])
 
     async def _receive(self, channel: bytes, data: bytes) -> None:
         client_id = channel.decode("utf-8", "replace")[len(self._channel_prefix) :]
-        if not await self._deliver(client_id, data.decode("utf-8", "replace")):
+        if await self._deliver(client_id, data.decode("utf-8", "replace")):
+            await self._forget_results([client_id])
+        else:
             log.debug("result for a socket held by another process (or gone) ignored")
+
+    async def _deliver_kept_results(self) -> None:
+        """Results kept for sockets of this process, published while it was not
+        listening (a Redis outage, a re-subscription)."""
+        assert self._redis is not None
+        waiting = list(self._sockets)
+        if not waiting:
+            return
+        kept = await self._redis.mget([self._result_prefix + client_id for client_id in waiting])
+        found = [(client_id, text) for client_id, text in zip(waiting, kept, strict=True) if text]
+        delivered = [
+            client_id for client_id, text in found if await self._deliver(client_id, _text(text))
+        ]
+        if delivered:
+            log.info(
+                "delivered results published while unsubscribed", extra={"count": len(delivered)}
+            )
+            await self._forget_results(delivered)
+
+    async def _forget_results(self, client_ids: list[str]) -> None:
+        """A delivered result need not be kept (it would expire anyway)."""
+        assert self._redis is not None
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(*(self._result_prefix + client_id for client_id in client_ids))
 
     # --- shutdown -----------------------------------------------------------------------
 
@@ -307,6 +344,10 @@ def _refusal() -> web.Response:
     )
     response.headers["Retry-After"] = "1"
     return response
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _is_client_id(value: str) -> bool:

@@ -345,6 +345,12 @@ def screenshots(request: pytest.FixtureRequest) -> Screenshots:
     return Screenshots(ARTIFACTS, prefix)
 
 
+def register_provider_secrets(gate: Gate, registry: SecretRegistry) -> None:
+    """The codes and tokens the fake provider issued join the suite's log scan."""
+    for value in gate.oauth.issued_secrets():
+        registry.add(value, "fake provider code or token")
+
+
 def assert_page_behaved(log: BrowserLog, registry: SecretRegistry, *tokens: str) -> None:
     """No uncaught script error, nothing the page's own CSP refused, and no session token
     on the console. The tokens also join the suite's log scan."""

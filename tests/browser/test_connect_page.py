@@ -25,6 +25,7 @@ from tests.browser.conftest import (
     Gate,
     Screenshots,
     assert_page_behaved,
+    register_provider_secrets,
 )
 from tests.log_scan import SecretRegistry
 
@@ -95,11 +96,6 @@ async def recorded(page: Page) -> Page:
     """The page, with every document of its context recording the messages it receives."""
     await page.context.add_init_script(RECORD_MESSAGES)
     return page
-
-
-def register_provider_secrets(gate: Gate, registry: SecretRegistry) -> None:
-    for value in gate.oauth.issued_secrets():
-        registry.add(value, "fake provider code or token")
 
 
 @pytest.fixture

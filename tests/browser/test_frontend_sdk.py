@@ -25,6 +25,7 @@ from tests.browser.conftest import (
     Gate,
     Screenshots,
     assert_page_behaved,
+    register_provider_secrets,
 )
 from tests.log_scan import SecretRegistry
 
@@ -91,11 +92,6 @@ def closing(popup: Page) -> asyncio.Event:
 async def until_closed(closed: asyncio.Event) -> None:
     async with asyncio.timeout(CLOSE_TIMEOUT):
         await closed.wait()
-
-
-def register_provider_secrets(gate: Gate, registry: SecretRegistry) -> None:
-    for value in gate.oauth.issued_secrets():
-        registry.add(value, "fake provider code or token")
 
 
 def assert_is_server_id(connection_id: Any) -> None:

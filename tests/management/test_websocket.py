@@ -29,6 +29,7 @@ from credentials.redis_client import open_redis
 from management.app import management_middleware
 from management.request_context import PUBLISHER
 from management.websocket import CAPACITY_CODE, Publisher, SocketLimits
+from tests.tcp_relay import TcpRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 WAIT = 10.0
@@ -348,6 +349,32 @@ async def test_a_result_goes_out_on_its_ids_channel_and_malformed_ids_not_at_all
     assert heard is not None
     assert heard["channel"] == f"{prefix}:ws:{unknown}".encode()
     assert orjson.loads(heard["data"]) == success()
+
+
+async def test_a_result_published_while_the_holder_is_cut_off_arrives_once_it_is_back(
+    start: Start, session: aiohttp.ClientSession
+) -> None:
+    prefix = unique_prefix()
+    async with TcpRelay("127.0.0.1", 6379) as relay:
+        holder = await start(prefix=prefix, redis_url=f"redis://127.0.0.1:{relay.port}/0")
+        sibling = await start(prefix=prefix)
+        assert holder.publisher.subscribed.is_set()
+        async with session.ws_connect(holder.url) as socket:
+            client_id = await acked(socket)
+            relay.cut()  # the holder's subscription is gone: pub/sub cannot reach it
+            await sibling.publisher.publish_success(client_id, "github", "during-the-blip")
+            relay.restore()
+            # Re-subscribing takes the reconnect backoff (at most 5 s), hence the bound.
+            assert await socket.receive_json(timeout=3 * WAIT) == success(
+                connection="during-the-blip"
+            )
+            assert await closed_by_server(socket) == 1000
+        # Delivered, so no longer kept.
+        checker = redis.Redis.from_url(REDIS_URL)
+        try:
+            assert await checker.exists(f"{prefix}:ws-result:{client_id}") == 0
+        finally:
+            await checker.aclose()
 
 
 async def test_a_replica_starts_and_serves_locally_while_redis_is_down(
