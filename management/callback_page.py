@@ -129,16 +129,27 @@ def error_page(error_type: str, message: str, *, status: int = 400) -> web.Respo
     return _response(status, body)
 
 
+def notice_page(title: str, message: str) -> web.Response:
+    """A page that reports nothing to any opener: not the end of a flow."""
+    return _response(200, _document(title, [message, "You can close this window."]))
+
+
 def _page(result: dict[str, object], *, title: str, paragraphs: list[str]) -> str:
+    scripts = (
+        f'<script type="application/json" id="{RESULT_ELEMENT}">{script_json(result)}</script>'
+        f"<script>{SCRIPT}</script>"
+    )
+    return _document(title, paragraphs, scripts)
+
+
+def _document(title: str, paragraphs: list[str], scripts: str = "") -> str:
     text = "".join(f"<p>{html.escape(paragraph)}</p>" for paragraph in paragraphs)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
-        f"<body><main><h1>{html.escape(title)}</h1>{text}</main>"
-        f'<script type="application/json" id="{RESULT_ELEMENT}">{script_json(result)}</script>'
-        f"<script>{SCRIPT}</script></body></html>"
+        f"<body><main><h1>{html.escape(title)}</h1>{text}</main>{scripts}</body></html>"
     )
 
 

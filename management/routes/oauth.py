@@ -1,5 +1,6 @@
 """`GET /oauth/connect/{providerConfigKey}` and `GET /oauth/callback`: the popup's side of
-the OAuth 2.0 and OAuth 1.0a flows (reference §6.1 to §6.3).
+the OAuth 2.0 and OAuth 1.0a flows (reference §6.1 to §6.3), and of a GitHub App
+installation (§6.4), whose end is the app's Setup URL `GET /app-auth/connect`.
 
 Connect identifies the caller (management/flow_caller.py), records the authorisation
 in progress under a fresh `state` (credentials/oauth_sessions.py) and redirects the
@@ -22,11 +23,17 @@ from typing import Final
 
 from aiohttp import web
 
-from credentials.authorization import AuthorizationError, draft_connection, oauth1, oauth2
+from credentials.authorization import (
+    AuthorizationError,
+    draft_connection,
+    github_app,
+    oauth1,
+    oauth2,
+)
 from credentials.authorization.common import check_outbound, scope_list, with_query
 from credentials.database import StoreUnavailable
 from credentials.environment_settings import EnvironmentSettingsStore
-from credentials.grants import GrantError, TokenCall, TokenReply
+from credentials.grants import GrantError, GrantRequest, TokenCall, TokenReply, renew
 from credentials.grants.base import clip
 from credentials.grants.calls import ClientCredentials
 from credentials.models import AuthMode, Connection, Environment, Integration, JsonDict, Provider
@@ -38,7 +45,7 @@ from credentials.oauth_sessions import (
     new_state,
 )
 from management.auth import public
-from management.callback_page import error_page, success_page
+from management.callback_page import error_page, notice_page, success_page
 from management.errors import ApiError
 from management.flow_caller import (
     SCOPES_OVERRIDE_KEY,
@@ -56,8 +63,12 @@ from management.request_context import CORE, PUBLISHER, SETTINGS
 
 log = logging.getLogger("authgate.flows")
 
-OAUTH_MODES: Final = (AuthMode.OAUTH2, AuthMode.OAUTH1)
+OAUTH_MODES: Final = (AuthMode.OAUTH2, AuthMode.OAUTH1, AuthMode.APP)
+# Modes whose start sets the measure-only state cookie (OAuth 1.0a's callback carries
+# no state of its own to name it by).
+COOKIE_MODES: Final = (AuthMode.OAUTH2, AuthMode.APP)
 CALLBACK_PATH: Final = "/oauth/callback"
+APP_SETUP_PATH: Final = "/app-auth/connect"
 STATE_COOKIE_PREFIX: Final = "oauth2-"
 STATE_COOKIE_MAX_AGE: Final = 60 * 60
 # Where providers put the state when not in `state` (Crisp, Shopline).
@@ -79,6 +90,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
     # No HEAD: a link prefetcher's HEAD must neither start a flow nor redeem a state.
     router.add_get("/oauth/connect/{providerConfigKey}", oauth_connect, allow_head=False)
     router.add_get(CALLBACK_PATH, oauth_callback, allow_head=False)
+    # A GitHub App's Setup URL: GitHub returns here after an installation.
+    router.add_get(APP_SETUP_PATH, oauth_callback, allow_head=False)
 
 
 # --- connect ------------------------------------------------------------------------
@@ -101,7 +114,8 @@ def _ws_client_id(request: web.Request) -> str | None:
 async def _start(request: web.Request, key: str, ws_client_id: str | None) -> web.StreamResponse:
     caller = await identify_caller(request, key)
     integration, provider = await load_integration(request, caller, OAUTH_MODES)
-    integration_client(integration)  # both flows need the integration's own client
+    if provider.auth_mode != AuthMode.APP:
+        integration_client(integration)  # both OAuth flows need the integration's client
     overrides = _client_overrides(request)
     config = requested_connection_config(request, caller)
     draft = draft_connection(integration, caller.connection_id, config)
@@ -125,6 +139,8 @@ async def _start(request: web.Request, key: str, ws_client_id: str | None) -> we
     )
     if provider.auth_mode == AuthMode.OAUTH1:
         return await _start_oauth1(request, caller, integration, provider, draft, start)
+    if provider.auth_mode == AuthMode.APP:
+        return await _start_app_installation(request, integration, start)
     return await _start_oauth2(request, caller, integration, provider, draft, start)
 
 
@@ -209,6 +225,22 @@ async def _start_oauth1(
     return _redirect(location)
 
 
+async def _start_app_installation(
+    request: web.Request, integration: Integration, start: FlowStart
+) -> web.StreamResponse:
+    state = new_state()
+    location = with_query(github_app.installation_url(integration), f"state={state}")
+    check_outbound(
+        location,
+        allow_private=request.app[CORE].settings.allow_private_upstreams,
+        what="installation URL",
+    )
+    await OAuthSessionStore(request.app[CORE].store).create(state, start)
+    response = _redirect(location)
+    _set_state_cookie(request, response, state)
+    return response
+
+
 def integration_client(integration: Integration) -> ClientCredentials:
     """The integration's OAuth client; both its id and its secret must be configured."""
     stored = integration.credentials or {}
@@ -281,10 +313,13 @@ async def oauth_callback(request: web.Request) -> web.StreamResponse:
     except Exception as failure:
         return await _failure_page(request, None, failure)
     if session is None:
+        if not state and request.path == APP_SETUP_PATH:
+            # An installation changed from GitHub's settings, not from a flow.
+            return notice_page("Installation saved", "GitHub saved the installation.")
         message = "This authorisation is unknown, expired or already finished; start again"
         return error_page("state_err", message)
     cookie_name = STATE_COOKIE_PREFIX + session.id
-    if session.start.auth_mode == AuthMode.OAUTH2 and cookie_name not in request.cookies:
+    if session.start.auth_mode in COOKIE_MODES and cookie_name not in request.cookies:
         log.info(
             "OAuth callback without its state cookie",
             extra={"provider_config_key": session.start.provider_config_key},
@@ -293,7 +328,7 @@ async def oauth_callback(request: web.Request) -> web.StreamResponse:
         response = await _finish(request, session)
     except Exception as failure:
         response = await _failure_page(request, session.start.ws_client_id, failure)
-    if session.start.auth_mode == AuthMode.OAUTH2:
+    if session.start.auth_mode in COOKIE_MODES:
         response.del_cookie(cookie_name, path="/")
     return response
 
@@ -343,6 +378,8 @@ async def _connect(
         raise FlowError(400, "auth_mode_err", "The integration's provider changed during the flow")
     if start.auth_mode == AuthMode.OAUTH1:
         credentials, config = await _oauth1_tokens(request, integration, provider, start)
+    elif start.auth_mode == AuthMode.APP:
+        credentials, config = await _installation_token(request, integration, provider, start)
     else:
         credentials, config = await _oauth2_tokens(request, integration, provider, start)
     return await finish_connection(
@@ -430,6 +467,20 @@ async def _oauth1_tokens(
         secrets=_known(client.secret, secrets.request_token_secret, verifier),
     )
     return credentials, dict(start.connection_config)
+
+
+async def _installation_token(
+    request: web.Request, integration: Integration, provider: Provider, start: FlowStart
+) -> tuple[JsonDict, JsonDict]:
+    """The token of the installation GitHub reported, minted through the app."""
+    installation = github_app.installation_id(request.query)
+    config = github_app.installation_config(start.connection_config, integration, installation)
+    draft = replace(
+        draft_connection(integration, start.connection_id, config), credentials={"type": "APP"}
+    )
+    http = request.app[CORE].token_http
+    grant = await renew(GrantRequest(draft, integration, provider, http, time.time()))
+    return grant.credentials, grant.connection_config or config
 
 
 async def _send(request: web.Request, call: TokenCall) -> TokenReply:

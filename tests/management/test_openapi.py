@@ -164,6 +164,7 @@ def test_authenticated_operations_document_401_and_public_ones_have_no_security(
         "/connect/assets/{name}",
         "/oauth/connect/{providerConfigKey}",
         "/oauth/callback",
+        "/app-auth/connect",
         "/api-auth/api-key/{providerConfigKey}",
         "/api-auth/basic/{providerConfigKey}",
         "/oauth2/auth/{providerConfigKey}",
