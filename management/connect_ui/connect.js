@@ -10,7 +10,7 @@
   // The SDK always passes an apiURL; this value only means the caller left it out.
   const SDK_DEFAULT_API = 'https://api.nango.dev';
   const POPUP_MODES = new Set(['OAUTH1', 'OAUTH2', 'APP', 'CUSTOM']);
-  const FORM_ROUTES = { API_KEY: 'api-key', BASIC: 'basic' };
+  const FORM_ROUTES = { API_KEY: '/api-auth/api-key/', BASIC: '/api-auth/basic/', NONE: '/auth/unauthenticated/' };
   const MAX_LENGTH = 1024;
   const POPUP_POLL_MS = 500;
   const FORMATS = {
@@ -278,11 +278,16 @@
     const name = nameOf(integration);
     const docs = docsURL(provider, '');
     render(`Connect ${name}`, [
-      h('p', { class: 'lead' }, POPUP_MODES.has(context.mode) ? `You will sign in to ${name} in a new window.` : `Enter the details of your ${name} account.`,
-        docs && [' ', link(docs, 'How to find them')]),
+      h('p', { class: 'lead' }, leadFor(context.mode, name, entries.length > 0),
+        docs && entries.length > 0 && [' ', link(docs, 'How to find them')]),
       form,
     ], logo(integration));
     updateVisibility(context);
+  }
+
+  function leadFor(mode, name, asks) {
+    if (POPUP_MODES.has(mode)) return `You will sign in to ${name} in a new window.`;
+    return asks ? `Enter the details of your ${name} account.` : `${name} needs no sign-in.`;
   }
 
   function fieldRow(f, provider) {
@@ -383,12 +388,12 @@
 
   async function sendCredentials(context, credentials, params) {
     const { integration, mode, submit } = context;
-    const body = mode === 'API_KEY' ? { apiKey: credentials.apiKey ?? '' } : { username: credentials.username ?? '', password: credentials.password ?? '' };
+    const body = mode === 'API_KEY' ? { apiKey: credentials.apiKey ?? '' } : mode === 'BASIC' ? { username: credentials.username ?? '', password: credentials.password ?? '' } : {};
     const generation = state.generation;
     submit.disabled = true;
     submit.textContent = 'Connecting\u2026';
     try {
-      const url = authURL(`/api-auth/${FORM_ROUTES[mode]}/`, integration.unique_key, params, {});
+      const url = authURL(FORM_ROUTES[mode], integration.unique_key, params, {});
       const reply = await send(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
       if (generation === state.generation) succeed(integration, { providerConfigKey: textOr(reply.providerConfigKey, integration.unique_key), connectionId: text(reply.connectionId) });
     } catch (problem) {

@@ -5,6 +5,8 @@ Connect page) send with a `fetch` POST and a JSON body (reference §6.5, §6.6):
 - `POST /api-auth/basic/{key}`    `{username, password}`
 - `POST /oauth2/auth/{key}`       `{client_id, client_secret}`: the client credentials
   grant is run once now, so a connection is stored only with a token that was issued.
+- `POST /auth/unauthenticated/{key}`  no body: a NONE provider's connection, which
+  holds only its connection config (the SDK's `create`).
 
 The caller is identified as for the OAuth popup (management/flow_caller.py: a connect
 session token, or the legacy public key and HMAC). API-key and Basic credentials are
@@ -67,6 +69,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api-auth/api-key/{providerConfigKey}", api_key_auth)
     router.add_post("/api-auth/basic/{providerConfigKey}", basic_auth)
     router.add_post("/oauth2/auth/{providerConfigKey}", client_credentials_auth)
+    router.add_post("/auth/unauthenticated/{providerConfigKey}", unauthenticated_auth)
 
 
 @public
@@ -82,6 +85,11 @@ async def basic_auth(request: web.Request) -> web.Response:
 @public
 async def client_credentials_auth(request: web.Request) -> web.Response:
     return await _run(request, AuthMode.OAUTH2_CC, _client_credentials_body, _granted)
+
+
+@public
+async def unauthenticated_auth(request: web.Request) -> web.Response:
+    return await _run(request, AuthMode.NONE, _empty_body, _as_given)
 
 
 async def _run(
@@ -172,6 +180,15 @@ def _basic_body(raw: Any) -> dict[str, Any]:
     }
 
 
+def _empty_body(raw: Any) -> dict[str, Any]:
+    """Nothing, or an empty object (the SDK sends no body; other clients send `{}`)."""
+    check = Checker()
+    if raw is not None:
+        check.strict(check.expect_object(raw) or {}, ())
+    check.raise_if_invalid()
+    return {}
+
+
 def _client_credentials_body(raw: Any) -> dict[str, Any]:
     check = Checker()
     body = check.expect_object(raw) or {}
@@ -204,6 +221,13 @@ async def _tested(
         )
     except CredentialsRejected as rejected:
         raise FlowError(400, TEST_FAILED, str(rejected)) from None
+    return credentials, attempt.connection_config
+
+
+async def _as_given(
+    request: web.Request, attempt: Attempt, credentials: dict[str, Any]
+) -> tuple[JsonDict, JsonDict]:
+    """Nothing to obtain: the connection is its config."""
     return credentials, attempt.connection_config
 
 

@@ -53,11 +53,12 @@ expect.set_options(timeout=20_000)
 # Providers the page is shown: an API-key provider whose form has a connection-config
 # field (with a pattern, prefix and suffix) and an automated one it must not show, a
 # Basic provider, an OAuth provider whose sign-in needs nothing typed, and one that needs
-# a tenant (a connection-config field put into its URLs). Acme Checked (in the catalogue,
-# not among the integrations every test creates) tests a key against the fake's API,
-# which accepts only the access tokens it issued. Both OAuth providers are the
+# a tenant (a connection-config field put into its URLs). Both OAuth providers are the
 # fake authorization server of tests/e2e/oauth_fakes.py, at OAUTH_ORIGIN; Acme Cloud's
-# users pass through a consent page first (CONSENT_ORIGIN, see ConsentPage).
+# users pass through a consent page first (CONSENT_ORIGIN, see ConsentPage). Two more are
+# in the catalogue but not among the integrations every test creates: Acme Checked tests
+# a key against the fake's API, which accepts only the access tokens it issued; Acme Open
+# needs no sign-in.
 PROVIDERS = """
 acme-keys:
     display_name: Acme Keys
@@ -104,6 +105,15 @@ acme-checked:
         verification:
             method: GET
             endpoints: [/me]
+acme-open:
+    display_name: Acme Open
+    auth_mode: NONE
+    proxy:
+        base_url: OAUTH_ORIGIN/open
+    connection_config:
+        region:
+            type: string
+            title: Region
 acme-cloud:
     display_name: Acme Cloud
     auth_mode: OAUTH2

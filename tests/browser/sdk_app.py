@@ -43,8 +43,9 @@ _MODULE_NAME: Final = "{name:[A-Za-z][A-Za-z0-9]*\\.js}"
 
 # The application. Its module imports the SDK from this origin's /sdk/, exactly as a
 # bundler would lay out the published files. What the tests call:
-#   startAuth(host, token, key, options): `new Nango({host, connectSessionToken})
-#     .auth(key[, options])`, started within the caller's task (the SDK opens its popup
+#   startAuth(host, token, key, options[, method]): `new Nango({host, connectSessionToken})
+#     .auth(key[, options])` (or `.create` for a provider without sign-in), started within
+#     the caller's task (the SDK opens its popup
 #     synchronously); the settled outcome lands in `window.authOutcome`:
 #     {ok: true, result} or {ok: false, type, message, authError}.
 #   openUI(baseURL, apiURL, token): `new Nango().openConnectUI({baseURL, apiURL,
@@ -82,12 +83,12 @@ async function settle(promise) {
   }
 }
 
-window.startAuth = (host, token, key, options) => {
+window.startAuth = (host, token, key, options, method = 'auth') => {
   window.authOutcome = undefined;
   const nango = new Nango({ host, connectSessionToken: token });
   let pending;
   try {
-    pending = options === null ? nango.auth(key) : nango.auth(key, options);
+    pending = options === null ? nango[method](key) : nango[method](key, options);
   } catch (error) {
     pending = Promise.reject(error);
   }
@@ -147,12 +148,21 @@ class SdkApplication:
         await page.wait_for_function("window.sdkLoaded === true")
 
     async def start_auth(
-        self, page: Page, host: str, token: str, key: str, options: dict[str, Any] | None = None
+        self,
+        page: Page,
+        host: str,
+        token: str,
+        key: str,
+        options: dict[str, Any] | None = None,
+        *,
+        method: str = "auth",
     ) -> None:
-        """Calls `nango.auth` and returns at once (a popup flow goes on meanwhile)."""
+        """Calls `nango.auth` (or `nango.create`) and returns at once (a popup flow goes
+        on meanwhile)."""
         await page.evaluate(
-            "([host, token, key, options]) => window.startAuth(host, token, key, options)",
-            [host, token, key, options],
+            "([host, token, key, options, method]) =>"
+            " window.startAuth(host, token, key, options, method)",
+            [host, token, key, options, method],
         )
 
     async def auth_outcome(self, page: Page) -> AuthOutcome:
@@ -162,9 +172,16 @@ class SdkApplication:
         return AuthOutcome.from_page(raw)
 
     async def auth(
-        self, page: Page, host: str, token: str, key: str, options: dict[str, Any] | None = None
+        self,
+        page: Page,
+        host: str,
+        token: str,
+        key: str,
+        options: dict[str, Any] | None = None,
+        *,
+        method: str = "auth",
     ) -> AuthOutcome:
-        await self.start_auth(page, host, token, key, options)
+        await self.start_auth(page, host, token, key, options, method=method)
         return await self.auth_outcome(page)
 
     async def open_connect_ui(

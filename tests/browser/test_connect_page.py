@@ -362,6 +362,31 @@ async def test_a_key_the_provider_refuses_is_shown_and_can_be_corrected(
     assert_page_behaved(log, secret_registry, session.token)
 
 
+async def test_a_provider_without_sign_in_connects_with_its_config(
+    gate_with_integrations: Gate,
+    page: Page,
+    log: BrowserLog,
+    screenshots: Screenshots,
+    secret_registry: SecretRegistry,
+) -> None:
+    gate = gate_with_integrations
+    await gate.call("POST", "/integrations", {"unique_key": "acme-open", "provider": "acme-open"})
+    session = await gate.connect_session(allowed=["acme-open"])
+    await page.goto(session.connect_link)
+    await expect_heading(page, "Connect Acme Open")
+    await page.get_by_label("Region").fill("eu")
+    async with page.expect_response(lambda r: "/auth/unauthenticated/" in r.url) as captured:
+        await page.get_by_role("button", name="Connect").click()
+    response = await captured.value
+    assert response.ok, await response.text()
+    await expect_heading(page, "Connected")
+    await screenshots.take(page, "connected-without-sign-in")
+    stored = await gate.connection("acme-open", (await response.json())["connectionId"])
+    assert stored["credentials"] == {}
+    assert stored["connection_config"] == {"region": "eu"}
+    assert_page_behaved(log, secret_registry, session.token)
+
+
 async def test_narrow_screen_and_dark_theme(
     gate_with_integrations: Gate,
     page: Page,

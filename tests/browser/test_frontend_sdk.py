@@ -254,6 +254,28 @@ async def test_auth_with_credentials_rejects_with_the_servers_error_code(
     assert_page_behaved(log, secret_registry, session.token)
 
 
+async def test_create_connects_a_provider_that_needs_no_sign_in(
+    gate_with_integrations: Gate,
+    sdk_application: SdkApplication,
+    page: Page,
+    log: BrowserLog,
+    secret_registry: SecretRegistry,
+) -> None:
+    gate, app = gate_with_integrations, sdk_application
+    await gate.call("POST", "/integrations", {"unique_key": "acme-open", "provider": "acme-open"})
+    session = await gate.connect_session()
+    await app.open(page)
+    outcome = await app.auth(
+        page, gate.origin, session.token, "acme-open", {"params": {"region": "eu"}}, method="create"
+    )
+    assert outcome.ok, outcome
+    assert outcome.result["providerConfigKey"] == "acme-open"
+    stored = await gate.connection("acme-open", outcome.result["connectionId"])
+    assert stored["credentials"] == {}
+    assert stored["connection_config"] == {"region": "eu"}
+    assert_page_behaved(log, secret_registry, session.token)
+
+
 # --- openConnectUI -----------------------------------------------------------------------
 
 

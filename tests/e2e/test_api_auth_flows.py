@@ -91,6 +91,12 @@ typed-cc:
         audience: typed-api
     proxy:
         base_url: http://127.0.0.1:${connectionConfig.port}
+open-api:
+    display_name: Open API
+    docs: https://docs.example.com/open-api
+    auth_mode: NONE
+    proxy:
+        base_url: http://127.0.0.1:${connectionConfig.port}/open
 typed-cc-jwt:
     display_name: Typed Client Assertion
     docs: https://docs.example.com/typed-cc-jwt
@@ -188,6 +194,10 @@ class TypedCredentialsApi:
     async def _other(self, request: web.Request) -> web.Response:
         seen = await self._record(request)
         bearer = seen.headers.get("Authorization", "").removeprefix("Bearer ")
+        if request.path.startswith("/open/api/"):
+            return web.json_response(
+                {"ok": True, "unauthenticated": "Authorization" not in seen.headers}
+            )
         if request.path.startswith("/api/") and (
             bearer in self.issued or seen.headers.get("x-api-key") == API_KEY
         ):
@@ -259,7 +269,7 @@ async def flows(
     providers = tmp_path / "typed-providers.yaml"
     providers.write_text(PROVIDERS)
     gate = await make_authgate(AUTHGATE_PROVIDERS_FILE=str(providers))
-    for key in ("typed-key", "typed-basic", "untested-key", "typed-cc", "typed-cc-jwt"):
+    for key in ("typed-key", "typed-basic", "untested-key", "typed-cc", "typed-cc-jwt", "open-api"):
         status, answer = await call(
             gate, "POST", "/integrations", body={"unique_key": key, "provider": key}
         )
@@ -447,6 +457,32 @@ async def test_a_refused_client_is_a_grant_error_and_nothing_is_stored(flows: Fl
     assert "invalid_client" in answer["error"]["message"]
     assert "wrong-secret-value" not in answer["error"]["message"]
     assert await flows.count() == 0
+
+
+# --- unauthenticated ------------------------------------------------------------------
+
+
+async def test_an_unauthenticated_connection_holds_only_its_config(flows: Flows) -> None:
+    token = await flows.session_token()
+    path = flows.path("/auth/unauthenticated", "open-api", connect_session_token=token)
+
+    # As the SDK's `create` sends it: the JSON content type, and no body at all.
+    status, answer = await call(
+        flows.gate, "POST", path, auth=False, headers={"Content-Type": "application/json"}
+    )
+
+    assert status == 200, answer
+    connection = await flows.stored("open-api", answer["connectionId"])
+    assert connection.credentials == {}
+    assert connection.connection_config == {"port": str(flows.port)}
+    assert await proxied(flows, "open-api", answer["connectionId"]) == (
+        200,
+        {"ok": True, "unauthenticated": True},
+    )
+    status, answer = await flows.post(
+        "/auth/unauthenticated", "open-api", {"apiKey": "x"}, connect_session_token=token
+    )
+    assert_error(status, answer, 400, "invalid_body")
 
 
 # --- who may call, and with what ---------------------------------------------------------

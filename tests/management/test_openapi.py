@@ -168,6 +168,7 @@ def test_authenticated_operations_document_401_and_public_ones_have_no_security(
         "/api-auth/api-key/{providerConfigKey}",
         "/api-auth/basic/{providerConfigKey}",
         "/oauth2/auth/{providerConfigKey}",
+        "/auth/unauthenticated/{providerConfigKey}",
     }
     for method, path, operation in _operations(document):
         security = operation.get("security", document["security"])
