@@ -89,6 +89,28 @@ class Accounts:
     jwt_public_key: str
 
 
+def app_only_accounts(app_id: str, installation_id: str, app_public_key: str) -> Accounts:
+    """Accounts for tests of the GitHub App alone: every other credential is a random
+    value nobody sends."""
+    unused = "unused-" + secrets.token_hex(4)
+    return Accounts(
+        client_id=unused,
+        client_secret=unused,
+        app_id=app_id,
+        installation_id=installation_id,
+        app_public_key=app_public_key,
+        tenant=unused,
+        username=unused,
+        password=unused,
+        login_key=unused,
+        basic_username=unused,
+        basic_password=unused,
+        api_key=unused,
+        jwt_hmac_secret=b"",
+        jwt_public_key=app_public_key,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Issued:
     kind: str  # "cc", "app" or "two_step": which token endpoint issued it

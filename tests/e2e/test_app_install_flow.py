@@ -9,7 +9,6 @@ connection, which then works through the proxy.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from yarl import URL
 
 from tests.e2e.conftest import Authgate, Factory, json_of
 from tests.e2e.management_calls import call
-from tests.e2e.mode_fakes import Accounts, KeyPair, ModeFake, rsa_pair, serve
+from tests.e2e.mode_fakes import KeyPair, ModeFake, app_only_accounts, rsa_pair, serve
 from tests.e2e.test_oauth_flows import Popup, popup
 from tests.log_scan import SecretRegistry
 
@@ -108,23 +107,7 @@ def app_key() -> KeyPair:
 async def flow(
     make_authgate: Factory, tmp_path: Path, app_key: KeyPair, secret_registry: SecretRegistry
 ) -> AsyncIterator[Flow]:
-    unused = "unused-" + secrets.token_hex(4)
-    accounts = Accounts(
-        client_id=unused,
-        client_secret=unused,
-        app_id=APP_ID,
-        installation_id=INSTALLATION_ID,
-        app_public_key=app_key.public_pem,
-        tenant=unused,
-        username=unused,
-        password=unused,
-        login_key=unused,
-        basic_username=unused,
-        basic_password=unused,
-        api_key=unused,
-        jwt_hmac_secret=b"",
-        jwt_public_key=app_key.public_pem,
-    )
+    accounts = app_only_accounts(APP_ID, INSTALLATION_ID, app_key.public_pem)
     api = ModeFake(accounts)
     page = InstallPage()
     providers = tmp_path / "app-providers.yaml"

@@ -10,7 +10,6 @@ proxy proves what was stored.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from credentials.expiry import moment_to_epoch
 from tests.e2e.conftest import Authgate, Factory
 from tests.e2e.management_calls import CONNECTION_FIELDS, assert_error, call
-from tests.e2e.mode_fakes import Accounts, KeyPair, ModeFake, rsa_pair, serve
+from tests.e2e.mode_fakes import KeyPair, ModeFake, app_only_accounts, rsa_pair, serve
 
 PROVIDERS = """
 mode-app:
@@ -57,23 +56,7 @@ def other_key() -> KeyPair:
 
 @pytest.fixture
 async def fake(app_key: KeyPair) -> AsyncIterator[tuple[ModeFake, int]]:
-    unused = "unused-" + secrets.token_hex(4)
-    accounts = Accounts(
-        client_id=unused,
-        client_secret=unused,
-        app_id=APP_ID,
-        installation_id=INSTALLATION_ID,
-        app_public_key=app_key.public_pem,
-        tenant=unused,
-        username=unused,
-        password=unused,
-        login_key=unused,
-        basic_username=unused,
-        basic_password=unused,
-        api_key=unused,
-        jwt_hmac_secret=b"",
-        jwt_public_key=app_key.public_pem,
-    )
+    accounts = app_only_accounts(APP_ID, INSTALLATION_ID, app_key.public_pem)
     provider = ModeFake(accounts)
     async with serve(provider.app) as port:
         yield provider, port
