@@ -9,7 +9,7 @@
   const TOKEN_STORE = 'authgate-connect-session';
   // The SDK always passes an apiURL; this value only means the caller left it out.
   const SDK_DEFAULT_API = 'https://api.nango.dev';
-  const POPUP_MODES = new Set(['OAUTH1', 'OAUTH2', 'APP', 'CUSTOM']);
+  const POPUP_MODES = new Set(['OAUTH1', 'OAUTH2', 'APP']);
   const FORM_ROUTES = { API_KEY: '/api-auth/api-key/', BASIC: '/api-auth/basic/', NONE: '/auth/unauthenticated/' };
   const MAX_LENGTH = 1024;
   const POPUP_POLL_MS = 500;
