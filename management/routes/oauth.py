@@ -168,18 +168,12 @@ async def _start_oauth2(
         state=state,
         scopes=_scopes(integration, start.connection_config),
         code_verifier=verifier,
-        request_params={
-            **bracketed(request, "authorization_params"),
-            **caller.defaults.authorization_params,
-        },
+        request_params=_authorization_params(request, caller),
         user_scope=caller.defaults.user_scopes or request.query.get("user_scope"),
     )
     check_outbound(location, allow_private=allow_private, what="authorization URL")
     secrets = replace(start.secrets, code_verifier=verifier)
-    await OAuthSessionStore(request.app[CORE].store).create(state, replace(start, secrets=secrets))
-    response = _redirect(location)
-    _set_state_cookie(request, response, state)
-    return response
+    return await _away(request, state, replace(start, secrets=secrets), location)
 
 
 async def _start_oauth1(
@@ -212,10 +206,7 @@ async def _start_oauth1(
         request_token=token,
         scopes=_scopes(integration, start.connection_config),
         callback=callback,
-        request_params={
-            **bracketed(request, "authorization_params"),
-            **caller.defaults.authorization_params,
-        },
+        request_params=_authorization_params(request, caller),
     )
     check_outbound(
         location, allow_private=core.settings.allow_private_upstreams, what="authorization URL"
@@ -235,6 +226,19 @@ async def _start_app_installation(
         allow_private=request.app[CORE].settings.allow_private_upstreams,
         what="installation URL",
     )
+    return await _away(request, state, start, location)
+
+
+def _authorization_params(request: web.Request, caller: FlowCaller) -> dict[str, str]:
+    """What the browser asked to add to the authorisation URL; the session's defaults win."""
+    return {**bracketed(request, "authorization_params"), **caller.defaults.authorization_params}
+
+
+async def _away(
+    request: web.Request, state: str, start: FlowStart, location: str
+) -> web.StreamResponse:
+    """Record the authorisation under `state` and send the browser to the provider, with
+    the measure-only state cookie."""
     await OAuthSessionStore(request.app[CORE].store).create(state, start)
     response = _redirect(location)
     _set_state_cookie(request, response, state)
