@@ -15,10 +15,9 @@ import uuid
 from collections.abc import Callable
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from credentials.observe import current as observer
-from credentials.redis_client import open_redis
+from credentials.redis_client import REDIS_FAILURES, open_redis
 from credentials.store import ChangeEvent
 from credentials.tasks import spawn
 
@@ -105,7 +104,7 @@ class RedisChangeBridge:
     async def _publish(self, event: ChangeEvent) -> None:
         try:
             await self._client.publish(self._channel, self._origin + b" " + event.to_json())
-        except (RedisError, OSError) as failure:
+        except REDIS_FAILURES as failure:
             observer().redis_error("change_publish")
             log.warning(
                 "could not publish a change; other processes see it when their cache expires",
@@ -117,7 +116,7 @@ class RedisChangeBridge:
         while not self._closing:
             try:
                 await self._listen()
-            except (RedisError, OSError) as failure:
+            except REDIS_FAILURES as failure:
                 observer().redis_error("change_subscribe")
                 log.warning(
                     "change subscription lost; retrying",

@@ -70,13 +70,12 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from credentials.crypto import DecryptionError
 from credentials.models import Connection, Integration
 from credentials.observe import RedisOperation
 from credentials.observe import current as observer
-from credentials.redis_client import CircuitBreaker
+from credentials.redis_client import REDIS_FAILURES, CircuitBreaker
 from credentials.store import ChangeEvent, CredentialsUnreadable, SealedRow, SqlStore
 from credentials.tasks import spawn
 
@@ -380,7 +379,7 @@ class ConnectionCache:
     async def _guarded(self, call: Awaitable[T], operation: RedisOperation) -> T:
         try:
             result = await call
-        except (RedisError, OSError) as failure:
+        except REDIS_FAILURES as failure:
             self.breaker.record_failure()
             self.stats.failures += 1
             observer().redis_error(operation)
@@ -512,7 +511,7 @@ class ConnectionCache:
                     if tombstone.value_key is not None:
                         pipe.delete(tombstone.value_key)
                 await pipe.execute()
-        except (RedisError, OSError) as failure:
+        except REDIS_FAILURES as failure:
             self.breaker.record_failure()
             self.stats.failures += 1
             observer().redis_error("cache_invalidate")

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Final
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+REDIS_FAILURES: Final = (RedisError, OSError, RuntimeError)
+"""What a failed Redis call raises. RuntimeError too: under uvloop, a command written to
+a connection the server has just closed fails in the transport ("unable to perform
+operation on <TCPTransport closed=True>") before redis-py can translate it."""
 
 DEFAULT_TIMEOUT = 0.5
 # Pooled connections idle longer than this are PINGed before reuse, so a connection the

@@ -33,9 +33,9 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 from aiohttp import WSCloseCode, web
-from redis.exceptions import RedisError
 
 from credentials.config import DEFAULT_REDIS_PREFIX
+from credentials.redis_client import REDIS_FAILURES
 from credentials.runtime import CoreServices
 from credentials.tasks import spawn
 from management.auth import public
@@ -220,7 +220,7 @@ class Publisher:
                 pipe.set(self._result_prefix + client_id, text, ex=RESULT_TTL)
                 pipe.publish(self._channel_prefix + client_id, text)
                 await pipe.execute()
-        except (RedisError, OSError) as failure:
+        except REDIS_FAILURES as failure:
             log.warning(
                 "could not publish an authorisation result to the other processes",
                 extra={"failure": type(failure).__name__},
@@ -264,7 +264,7 @@ class Publisher:
         while not self._closing:
             try:
                 await self._listen()
-            except (RedisError, OSError) as failure:
+            except REDIS_FAILURES as failure:
                 log.warning(
                     "authorisation results subscription lost; retrying",
                     extra={"failure": type(failure).__name__, "retry_in_s": delay},
@@ -320,7 +320,7 @@ class Publisher:
     async def _forget_results(self, client_ids: list[str]) -> None:
         """A delivered result need not be kept (it would expire anyway)."""
         assert self._redis is not None
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await self._redis.delete(*(self._result_prefix + client_id for client_id in client_ids))
 
     # --- shutdown -----------------------------------------------------------------------

@@ -180,7 +180,9 @@ class RedisBuckets:
             # Our pool is full, Redis is fine: no reason to keep other takes away from it.
             self._warn(failure)
             return self._fail_open("redis_error")
-        except (RedisError, OSError, TimeoutError) as failure:
+        # RuntimeError: under uvloop, a command written to a connection the server has just
+        # closed fails in the transport before redis-py can translate it.
+        except (RedisError, OSError, RuntimeError) as failure:
             self._breaker.record_failure()
             self._warn(failure)
             return self._fail_open("redis_error")

@@ -7,8 +7,9 @@
         ...
         relay.restore()   # new connections are relayed again
 
-A cut aborts both sides (TCP reset, nothing flushed), which is what a client sees when
-the server dies or the network drops it. While cut, the listening socket stays bound, so
+A cut aborts both sides (nothing flushed), which is what a client sees when the server
+dies; `reset()` does the same with a TCP reset (RST), as when the network or a restarted
+host drops the connection. While cut, the listening socket stays bound, so
 the port does not change across a restore; connections are accepted and aborted
 immediately, like a server that refuses them.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from types import TracebackType
 
 from credentials.tasks import spawn
@@ -72,6 +75,14 @@ class TcpRelay:
         for writer in list(self._links):
             writer.transport.abort()
         self._links.clear()
+
+    def reset(self) -> None:
+        """`cut`, with an RST to every peer rather than an orderly close."""
+        for writer in self._links:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.cut()
 
     def restore(self) -> None:
         self._is_cut = False

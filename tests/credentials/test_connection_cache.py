@@ -12,12 +12,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis as sync_redis
 import redis.asyncio as redis
+import uvloop
 
 from credentials.connection_cache import (
     MAX_FILL_WINDOW,
@@ -509,6 +511,46 @@ async def test_an_unreachable_redis_costs_one_failure_and_the_store_answers(
     assert process.cache.stats.store_reads == 2
     # The first lookup failed and opened the breaker; the second never asked Redis.
     assert (process.cache.stats.failures, process.cache.stats.skipped) == (1, 1)
+
+
+def test_a_connection_reset_under_uvloop_is_a_fallback_not_an_error(
+    tmp_path: Path, keyring: Keyring, prefix: str
+) -> None:
+    """Under uvloop (what serving runs), a command written to a connection the peer has
+    reset fails in the transport with a RuntimeError, not a redis-py error. The proxy
+    reads connections through this tier: that must be a fallback to the store."""
+
+    async def scenario() -> tuple[str, int]:
+        store = await open_store(f"sqlite:///{tmp_path / 'reset.db'}", keyring)
+        async with TcpRelay("127.0.0.1", 6379) as relay:
+            client = open_redis(f"redis://127.0.0.1:{relay.port}/0")
+            cache = ConnectionCache(client, store, prefix=prefix)
+            try:
+                world = await seed(store)
+                await cache.load(world.key)
+                [pooled] = client.connection_pool._available_connections  # redis-py's pool
+                relay.reset()
+                # The reset has reached the client once its transport is closed; the next
+                # command is then written to a closed transport.
+                await poll_until(lambda: _true_after(_transport_closed(pooled)))
+                record = await cache.load(world.key)
+                assert record is not None
+                return record.connection.credentials["access_token"], cache.stats.failures
+            finally:
+                await cache.close()
+                await client.aclose()
+                await store.close()
+
+    assert uvloop.run(scenario()) == (ACCESS_TOKEN, 1)
+
+
+async def _true_after(condition: bool) -> bool:
+    return condition
+
+
+def _transport_closed(connection: Any) -> bool:
+    writer = connection._writer
+    return writer is not None and writer.transport.is_closing()
 
 
 async def test_a_write_while_redis_is_unreachable_does_not_fail(spawn_process: Spawn) -> None:
